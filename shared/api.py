@@ -1,0 +1,70 @@
+"""HTTP pieces every service shares: token checks, health routes, JSON errors."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shared.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _token_in(token: str, allowed: list[str]) -> bool:
+    # Compare against every token so timing does not reveal which one (or how much) matched.
+    found = False
+    for candidate in allowed:
+        found |= hmac.compare_digest(token.encode(), candidate.encode())
+    return found
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_read_token(request: Request, credentials: Credentials) -> None:
+    """Read APIs: any read token, or the admin token."""
+    settings: Settings = request.app.state.settings
+    if credentials is None:
+        raise _unauthorized("missing bearer token")
+    allowed = [*settings.read_token_list, settings.admin_token]
+    if not _token_in(credentials.credentials, allowed):
+        raise _unauthorized("invalid bearer token")
+
+
+def require_admin_token(request: Request, credentials: Credentials) -> None:
+    settings: Settings = request.app.state.settings
+    if credentials is None:
+        raise _unauthorized("missing bearer token")
+    if not _token_in(credentials.credentials, [settings.admin_token]):
+        raise HTTPException(403, detail="admin token required")
+
+
+ReadAccess = Depends(require_read_token)
+AdminAccess = Depends(require_admin_token)
+
+
+def health_router(readiness: Callable[[Request], dict[str, bool]]) -> APIRouter:
+    """`/healthz` (process is up) and `/readyz` (every dependency reachable, 503 otherwise)."""
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    def readyz(request: Request) -> JSONResponse:
+        checks = readiness(request)
+        ready = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    return router

@@ -1,0 +1,187 @@
+"""THE consumer loop every Touchline consumer runs.
+
+poll a batch -> one DB transaction: atomic processed-message insert per event, apply the new ones
+-> DB commit -> then commit Kafka offsets. A crash anywhere replays from the last committed offset
+and the processed table drops what was already applied, so every event counts exactly once.
+Poison messages (undecodable, or failing the handler repeatedly) go to `<topic>.dlq`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import mark_processed
+from shared.events import DeadLetter, Touchpoint, dlq
+from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, Record, Subscription
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Session, Sequence[Touchpoint]], None]
+"""Applies new (never seen by this consumer) touchpoints inside the loop's transaction.
+
+It must not commit: the loop owns the transaction."""
+
+
+@dataclass
+class LoopStats:
+    """What the loop has done, for readiness and metrics."""
+
+    batches: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    healthy: bool = True
+    last_error: str | None = None
+    last_batch_seconds: float = 0.0
+    last_batch_size: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def _is_infrastructure_error(exc: BaseException) -> bool:
+    """A database that is down or locked is retried; anything else is a bad message."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class ConsumerLoop:
+    """Runs `handler` over a subscription until `stop` is set, finishing the current batch."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        subscription: Subscription,
+        session_factory: sessionmaker[Session],
+        handler: Handler,
+        dead_letters: Publisher,
+        stop: threading.Event,
+        batch_size: int = 500,
+        max_attempts: int = 3,
+        max_backoff_s: float = 2.0,
+    ) -> None:
+        self.name = name
+        self.stats = LoopStats()
+        self._subscription = subscription
+        self._sessions = session_factory
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self._stop = stop
+        self._batch_size = batch_size
+        self._max_attempts = max_attempts
+        self._max_backoff_s = max_backoff_s
+
+    def run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            records = self._subscription.poll(max_records=self._batch_size, timeout_ms=200)
+            if not records:
+                continue
+            try:
+                self.process(records)
+            except (BrokerUnavailable, OperationalError, InterfaceError, DBAPIError) as exc:
+                # Nothing was committed to Kafka: read the same records again after a pause.
+                self._record_failure(exc)
+                self._subscription.rewind(records)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)
+                continue
+            backoff = 0.1
+            self._subscription.commit(records)
+
+    def process(self, records: Sequence[Record]) -> None:
+        """Apply one polled batch to the database and dead-letter its poison messages.
+
+        Raises on infrastructure failure (database or broker down): then nothing may be committed.
+        """
+        started = time.perf_counter()
+        dead: list[DeadLetter] = []
+        events: list[tuple[Record, Touchpoint]] = []
+        for record in records:
+            try:
+                events.append((record, Touchpoint.model_validate_json(record.value)))
+            except (ValidationError, ValueError) as exc:
+                dead.append(self._dead_letter(record, f"undecodable: {exc}"))
+        try:
+            applied, duplicates = self._apply(events)
+        except Exception as exc:
+            if _is_infrastructure_error(exc):
+                raise
+            log.warning("batch failed, isolating the poison message: %s", type(exc).__name__)
+            applied, duplicates, poison = self._apply_one_by_one(events)
+            dead.extend(poison)
+        if dead:
+            self._dead_letters.publish(
+                [OutgoingMessage(dlq(d.topic), d.key, d.to_json()) for d in dead]
+            )
+        with self.stats.lock:
+            self.stats.batches += 1
+            self.stats.applied += applied
+            self.stats.duplicates += duplicates
+            self.stats.dead_lettered += len(dead)
+            self.stats.healthy = True
+            self.stats.last_error = None
+            self.stats.last_batch_size = len(records)
+            self.stats.last_batch_seconds = time.perf_counter() - started
+
+    def _apply(self, events: Sequence[tuple[Record, Touchpoint]]) -> tuple[int, int]:
+        """One transaction for the whole batch; returns (applied, duplicates)."""
+        if not events:
+            return 0, 0
+        with self._sessions.begin() as session:
+            new_ids = mark_processed(session, self.name, (e.message_id for _, e in events))
+            fresh: list[Touchpoint] = []
+            for _, event in events:
+                if event.message_id in new_ids:
+                    new_ids.discard(event.message_id)  # a duplicate inside the batch counts once
+                    fresh.append(event)
+            self._handler(session, fresh)
+        return len(fresh), len(events) - len(fresh)
+
+    def _apply_one_by_one(
+        self, events: Sequence[tuple[Record, Touchpoint]]
+    ) -> tuple[int, int, list[DeadLetter]]:
+        applied = duplicates = 0
+        poison: list[DeadLetter] = []
+        for record, event in events:
+            for attempt in range(1, self._max_attempts + 1):
+                try:
+                    a, d = self._apply([(record, event)])
+                except Exception as exc:
+                    if _is_infrastructure_error(exc):
+                        raise
+                    if attempt == self._max_attempts:
+                        poison.append(self._dead_letter(record, f"{type(exc).__name__}: {exc}"))
+                    continue
+                applied, duplicates = applied + a, duplicates + d
+                break
+        return applied, duplicates, poison
+
+    def _dead_letter(self, record: Record, error: str) -> DeadLetter:
+        # The error text can quote payload values (PII), so it goes to the DLQ, not to the log.
+        log.error("dead-lettering %s[%d]@%d", record.topic, record.partition, record.offset)
+        return DeadLetter(
+            consumer=self.name,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error=error[:2000],
+            key=record.key.decode("utf-8", "replace") if record.key else None,
+            value=record.value.decode("utf-8", "replace"),
+        )
+
+    def _record_failure(self, exc: BaseException) -> None:
+        log.warning(
+            "consumer %s cannot make progress, will retry: %s", self.name, type(exc).__name__
+        )
+        with self.stats.lock:
+            self.stats.healthy = False
+            self.stats.last_error = f"{type(exc).__name__}: {str(exc)[:500]}"

@@ -1,0 +1,97 @@
+"""Versioned messages on Touchline's Kafka topics, and the topic names themselves."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TOUCHPOINTS = "touchpoints.v1"
+REJECTED = "touchpoints.rejected.v1"
+STAGE_CHANGES = "lifecycle.stage-changes.v1"
+
+CHANNELS = ("web", "email", "mobile", "social", "other")
+Channel = Literal["web", "email", "mobile", "social", "other"]
+EventType = Literal["track", "identify", "page", "screen", "group", "alias"]
+
+
+def dlq(topic: str) -> str:
+    """The dead-letter topic for poison messages read from `topic`."""
+    return f"{topic}.dlq"
+
+
+def all_topics() -> list[str]:
+    """Every topic the embedded stack creates, dead-letter topics included."""
+    main = [TOUCHPOINTS, REJECTED, STAGE_CHANGES]
+    return main + [dlq(t) for t in main]
+
+
+class Touchpoint(BaseModel):
+    """A normalised touchpoint on `touchpoints.v1`, keyed by `customer_key`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    schema_version: Literal[1] = Field(default=1, alias="schema")
+    message_id: str
+    type: EventType
+    event: str | None = None
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    previous_id: str | None = None
+    group_id: str | None = None
+    channel: Channel
+    source: str
+    timestamp: datetime  # skew-corrected event time, UTC
+    original_timestamp: datetime | None = None
+    sent_at: datetime | None = None
+    received_at: datetime
+    properties: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    revenue: float | None = None
+    currency: str | None = None
+
+    @property
+    def customer_key(self) -> str:
+        """The Kafka key: userId if known, else anonymousId (one is always set)."""
+        key = self.user_id or self.anonymous_id
+        assert key is not None
+        return key
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+class RejectedEvent(BaseModel):
+    """An input row ingest refused, on `touchpoints.rejected.v1`, with its raw payload."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    schema_version: Literal[1] = Field(default=1, alias="schema")
+    reason: str
+    raw: Any
+    received_at: datetime
+    source: str | None = None
+    index: int | None = None
+    message_id: str | None = None
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class DeadLetter(BaseModel):
+    """A message a consumer could not process, on `<topic>.dlq`, with the error."""
+
+    model_config = ConfigDict(frozen=True)
+
+    consumer: str
+    topic: str
+    partition: int
+    offset: int
+    error: str
+    key: str | None = None
+    value: str  # the original bytes, decoded as UTF-8 with replacement
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()

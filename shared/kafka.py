@@ -1,0 +1,218 @@
+"""Kafka plumbing: the only module that imports kafka-python.
+
+Services see `Publisher` (acks=all, idempotent, bounded waits) and `Subscription` (manual offset
+commits), plain `Record`s and `BrokerUnavailable`; nothing else of the client leaks out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not acknowledge in time; nothing may be reported as accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    topic: str
+    key: str | None
+    value: bytes
+
+
+class Publisher:
+    """An idempotent acks=all producer whose every wait is bounded.
+
+    The underlying client is created on first use (and again after a failed start), so a service
+    starts while the broker is down and recovers by itself when it comes back.
+    """
+
+    def __init__(self, bootstrap: str, *, client_id: str, timeout_s: float = 5.0) -> None:
+        self._bootstrap = bootstrap
+        self._client_id = client_id
+        self._timeout_s = timeout_s
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
+
+    def _client(self) -> KafkaProducer:
+        with self._lock:
+            if self._producer is None:
+                timeout_ms = int(self._timeout_s * 1000)
+                try:
+                    self._producer = KafkaProducer(
+                        bootstrap_servers=self._bootstrap,
+                        client_id=self._client_id,
+                        acks="all",
+                        enable_idempotence=True,
+                        linger_ms=2,
+                        batch_size=256 * 1024,
+                        max_block_ms=timeout_ms,
+                        bootstrap_timeout_ms=timeout_ms,
+                        request_timeout_ms=max(timeout_ms, 3000),
+                        delivery_timeout_ms=max(2 * timeout_ms, 6000),
+                        reconnect_backoff_max_ms=1000,
+                    )
+                except KafkaError as exc:
+                    raise BrokerUnavailable(f"cannot connect to broker: {exc}") from exc
+            return self._producer
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Send all messages and return once the broker acknowledged every one of them.
+
+        Raises BrokerUnavailable if that does not happen within the timeout; some of the messages
+        may still have been written (consumers deduplicate by message id).
+        """
+        if not messages:
+            return
+        deadline = time.monotonic() + self._timeout_s
+        producer = self._client()
+        try:
+            futures = [
+                producer.send(m.topic, key=m.key.encode() if m.key else None, value=m.value)
+                for m in messages
+            ]
+            producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
+            for future in futures:
+                future.get(timeout=max(deadline - time.monotonic(), 0.001))
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"broker did not acknowledge: {exc}") from exc
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(timeout=timeout_s)
+                self._producer = None
+
+
+class Subscription:
+    """A consumer-group member with manual offset commits (no auto-commit, ever)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        group_id: str,
+        topics: Iterable[str],
+        max_poll_interval_ms: int,
+        client_id: str | None = None,
+    ) -> None:
+        session_timeout_ms = min(10_000, max_poll_interval_ms)
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            client_id=client_id or group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=max_poll_interval_ms,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(session_timeout_ms // 3, 100),
+            request_timeout_ms=max(session_timeout_ms + 5000, 30_000),
+        )
+        self._consumer.subscribe(list(topics))
+
+    def poll(self, *, max_records: int, timeout_ms: int) -> list[Record]:
+        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        return [
+            Record(m.topic, m.partition, m.offset, m.key, m.value)
+            for messages in batches.values()
+            for m in messages
+        ]
+
+    def commit(self, records: Sequence[Record]) -> None:
+        """Commit the offsets just past the given records, per partition."""
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            if tp not in offsets or offsets[tp].offset <= r.offset:
+                offsets[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # Lost the partitions in a rebalance: whoever has them now replays these records,
+            # and the processed-message table drops them, so nothing is lost or counted twice.
+            log.warning("offset commit failed, records will be replayed: %s", exc)
+
+    def rewind(self, records: Sequence[Record]) -> None:
+        """Seek back to the first of the given records per partition, to process them again."""
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            first[tp] = min(first.get(tp, r.offset), r.offset)
+        assigned = self._consumer.assignment()
+        for tp, offset in first.items():
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the end of each assigned partition, from the consumer's own metadata."""
+        lags: dict[tuple[str, int], int] = {}
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            lags[(tp.topic, tp.partition)] = max(end - self._consumer.position(tp), 0)
+        return lags
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
+def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
+    """Create the topics that do not exist yet (replication factor 1 is fine only in dev)."""
+    admin = _admin(bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(new)
+    finally:
+        admin.close()
+
+
+def broker_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """True when the cluster answers a metadata request within the timeout."""
+    try:
+        admin = _admin(bootstrap, timeout_ms=int(timeout_s * 1000))
+    except KafkaError:
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except KafkaError:
+        return False
+    finally:
+        admin.close()
+
+
+def _admin(bootstrap: str, timeout_ms: int = 10_000) -> Any:
+    return KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="touchline-admin",
+        request_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
+    )

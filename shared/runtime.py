@@ -1,0 +1,94 @@
+"""Composition root of a consuming service: engine, sessions and the consumer loop's thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.consumer_loop import ConsumerLoop, Handler
+from shared.db import database_reachable, make_engine, make_session_factory
+from shared.events import TOUCHPOINTS
+from shared.kafka import Publisher, Subscription
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ConsumerService:
+    """Builds what a consumer needs and runs THE loop in a background thread.
+
+    `stop()` lets the current batch finish (DB commit, then offset commit) before returning.
+    """
+
+    def __init__(self, settings: Settings, *, name: str, handler: Handler) -> None:
+        self.settings = settings
+        self.name = name
+        self.engine: Engine = make_engine(settings.database_url)
+        self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
+        self._handler = handler
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.loop: ConsumerLoop | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-consumer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self.engine.dispose()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def readiness(self) -> dict[str, bool]:
+        checks = {"database": database_reachable(self.engine)}
+        if self._thread is not None:
+            checks["consumer"] = self.loop is not None and self.loop.stats.healthy
+        return checks
+
+    def _run(self) -> None:
+        publisher = Publisher(
+            self.settings.kafka_bootstrap,
+            client_id=f"{self.name}-dlq",
+            timeout_s=self.settings.produce_timeout_s,
+        )
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._consume(publisher)
+                except Exception:
+                    # Unexpected client failure: report not-ready, start a fresh group member.
+                    log.exception("consumer %s failed; restarting it", self.name)
+                    if self.loop is not None:
+                        self.loop.stats.healthy = False
+                    self._stop.wait(1.0)
+        finally:
+            publisher.close()
+
+    def _consume(self, publisher: Publisher) -> None:
+        subscription = Subscription(
+            self.settings.kafka_bootstrap,
+            group_id=self.name,
+            topics=[TOUCHPOINTS],
+            max_poll_interval_ms=self.settings.max_poll_interval_ms,
+        )
+        try:
+            self.loop = ConsumerLoop(
+                name=self.name,
+                subscription=subscription,
+                session_factory=self.sessions,
+                handler=self._handler,
+                dead_letters=publisher,
+                stop=self._stop,
+                batch_size=self.settings.consumer_batch_size,
+            )
+            self.loop.run()
+        finally:
+            subscription.close()

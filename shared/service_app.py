@@ -1,0 +1,52 @@
+"""The FastAPI app of a consuming service: lifespan starts/stops its consumer, health routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from sqlalchemy.orm import Session
+
+from shared.api import health_router
+from shared.consumer_loop import Handler
+from shared.runtime import ConsumerService
+from shared.settings import Settings
+
+
+def create_consumer_app(
+    settings: Settings,
+    *,
+    name: str,
+    title: str,
+    handler: Handler,
+    routers: Sequence[APIRouter],
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = ConsumerService(settings, name=name, handler=handler)
+        app.state.service = service
+        if settings.run_consumer:
+            service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(title=title, version="1", lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(health_router(lambda request: request.app.state.service.readiness()))
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def read_session(request: Request) -> Iterator[Session]:
+    """A session for one read request; read routes never commit."""
+    service: ConsumerService = request.app.state.service
+    with service.sessions() as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(read_session)]

@@ -1,0 +1,85 @@
+"""Typed settings for every Touchline process, read from `TOUCHLINE_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_WRITE_KEY = "dev-write-key"
+DEV_READ_TOKEN = "dev-read-token"
+DEV_ADMIN_TOKEN = "dev-admin-token"
+
+
+class Settings(BaseSettings):
+    """One settings object for all services; each reads what it needs.
+
+    In embedded dev mode (`TOUCHLINE_EMBEDDED=true`, what `touchline up` sets) missing values get
+    safe local defaults; otherwise the database, broker and every secret must be given.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TOUCHLINE_", extra="ignore")
+
+    embedded: bool = False
+    data_dir: Path = Path("var")
+
+    database_url: str = ""
+    kafka_bootstrap: str = ""
+    write_keys: str = ""  # comma-separated key:source pairs
+    read_tokens: str = ""  # comma-separated
+    admin_token: str = ""
+
+    ingest_port: int = 8000
+    lifecycle_port: int = 8001
+    scoring_port: int = 8002
+    broker_port: int = 9092
+    host: str = "127.0.0.1"
+
+    topic_partitions: int = Field(default=6, ge=1)
+    # kafka-python's max_poll_interval_ms; also the JoinGroup delay of the embedded broker.
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    consumer_batch_size: int = Field(default=500, ge=1)
+    run_consumer: bool = True  # run the Kafka consumer loop inside the service process
+
+    produce_timeout_s: float = Field(default=5.0, gt=0)
+    rate_limit_per_s: float = Field(default=5000.0, gt=0)  # events per second per write key
+    rate_limit_burst: float = Field(default=25_000.0, gt=0)
+    cors_origins: str = "*"
+
+    @model_validator(mode="after")
+    def _defaults_or_fail(self) -> Self:
+        if self.embedded:
+            self.database_url = self.database_url or f"sqlite:///{self.data_dir / 'touchline.db'}"
+            self.kafka_bootstrap = self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
+            self.write_keys = self.write_keys or f"{DEV_WRITE_KEY}:dev"
+            self.read_tokens = self.read_tokens or DEV_READ_TOKEN
+            self.admin_token = self.admin_token or DEV_ADMIN_TOKEN
+            if self.max_poll_interval_ms == 300_000:
+                self.max_poll_interval_ms = 6000
+            return self
+        required = ("database_url", "kafka_bootstrap", "write_keys", "read_tokens", "admin_token")
+        missing = [f"TOUCHLINE_{name.upper()}" for name in required if not getattr(self, name)]
+        if missing:
+            raise ValueError(
+                "missing required settings (or set TOUCHLINE_EMBEDDED=true for local dev): "
+                + ", ".join(missing)
+            )
+        return self
+
+    @cached_property
+    def write_key_sources(self) -> dict[str, str]:
+        """Write key -> source name."""
+        pairs: dict[str, str] = {}
+        for item in filter(None, (p.strip() for p in self.write_keys.split(","))):
+            key, sep, source = item.partition(":")
+            if not sep or not key or not source:
+                raise ValueError(f"TOUCHLINE_WRITE_KEYS entry {item!r} is not key:source")
+            pairs[key] = source
+        return pairs
+
+    @cached_property
+    def read_token_list(self) -> list[str]:
+        return [t.strip() for t in self.read_tokens.split(",") if t.strip()]

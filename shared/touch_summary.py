@@ -1,0 +1,78 @@
+"""Per-customer touch summary (first seen, last seen, event count, last channel).
+
+The minimal state both consumers keep until their real domain models replace it. Order-free: the
+same events in any order give the same row (ties in time go to the greater channel name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Table, case
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from shared.events import Touchpoint
+
+
+@dataclass
+class TouchSummary:
+    first_seen: datetime
+    last_seen: datetime
+    event_count: int
+    last_channel: str
+
+    def add(self, event: Touchpoint) -> None:
+        self.first_seen = min(self.first_seen, event.timestamp)
+        if (event.timestamp, event.channel) > (self.last_seen, self.last_channel):
+            self.last_seen, self.last_channel = event.timestamp, event.channel
+        self.event_count += 1
+
+
+def summarise(events: Sequence[Touchpoint]) -> dict[str, TouchSummary]:
+    summaries: dict[str, TouchSummary] = {}
+    for event in events:
+        summary = summaries.get(event.customer_key)
+        if summary is None:
+            summaries[event.customer_key] = TouchSummary(
+                event.timestamp, event.timestamp, 1, event.channel
+            )
+        else:
+            summary.add(event)
+    return summaries
+
+
+def upsert_summaries(session: Session, table: Table, events: Sequence[Touchpoint]) -> None:
+    """Merge a batch of touchpoints into `table`, one upsert per customer."""
+    rows = [
+        {"customer_id": customer_id, **vars(summary)}
+        for customer_id, summary in summarise(events).items()
+    ]
+    if not rows:
+        return
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(table)
+    new, old = stmt.excluded, table.c
+    newer = (new.last_seen > old.last_seen) | (
+        (new.last_seen == old.last_seen) & (new.last_channel > old.last_channel)
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[old.customer_id],
+        set_={
+            "first_seen": case(
+                (new.first_seen < old.first_seen, new.first_seen), else_=old.first_seen
+            ),
+            "last_seen": case((newer, new.last_seen), else_=old.last_seen),
+            "last_channel": case((newer, new.last_channel), else_=old.last_channel),
+            "event_count": old.event_count + new.event_count,
+        },
+    )
+    session.execute(stmt, rows)
+
+
+def load_summary(session: Session, table: Table, customer_id: str) -> dict[str, object] | None:
+    row = session.execute(table.select().where(table.c.customer_id == customer_id)).first()
+    return dict(row._mapping) if row else None

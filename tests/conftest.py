@@ -1,0 +1,75 @@
+"""Fixtures for the three test tiers: a real embedded broker and real SQLite/PostgreSQL databases,
+built by running the alembic migrations."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.broker import EmbeddedBroker, free_port
+from shared.events import all_topics
+from shared.kafka import ensure_topics
+from shared.migrate import upgrade
+from tests.support.postgres import PostgresCluster, find_pg_bin
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One embedded broker for the session, every Touchline topic created (tests use fresh
+    consumer groups and customer ids, so they do not see each other's effects)."""
+    b = EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker") / "broker.log")
+    b.start()
+    ensure_topics(b.bootstrap, all_topics(), partitions=3)
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of the test's own, for tests that stop and restart it."""
+    b = EmbeddedBroker(free_port(), tmp_path / "own-broker.log")
+    b.start()
+    ensure_topics(b.bootstrap, all_topics(), partitions=3)
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        if IN_CI:
+            pytest.fail("PostgreSQL server binaries not found (CI must run the PostgreSQL tests)")
+        pytest.skip("PostgreSQL server binaries not found")
+    cluster = PostgresCluster(bin_dir)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'touchline.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PostgresCluster) -> str:
+    url = pg_cluster.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database of each kind: the test runs once on SQLite and once on PostgreSQL."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
