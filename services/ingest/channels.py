@@ -1,0 +1,139 @@
+"""Marketing channel classification from ordered, first-match rules kept in a TOML file."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.events import CHANNELS
+
+DEFAULT_RULES = Path(__file__).with_name("channel_rules.toml")
+
+Event = Mapping[str, Any]
+Condition = Callable[[str, Event], bool]  # (call type, raw event) -> matches
+
+
+class ChannelRulesError(ValueError):
+    """The rules file is not valid; the message says where and why."""
+
+
+def field(event: Event, dotted: str) -> Any:
+    value: Any = event
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _lower(value: Any) -> str:
+    return value.strip().lower() if isinstance(value, str) else ""
+
+
+def _host(url: Any) -> str:
+    if not isinstance(url, str) or not url:
+        return ""
+    host = urlsplit(url if "//" in url else f"//{url}").hostname or ""
+    return host.removeprefix("www.")
+
+
+def _condition(spec: Mapping[str, Any], where: str) -> Condition:
+    def strings(key: str, lower: bool = True) -> frozenset[str]:
+        values = spec.get(key)
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ChannelRulesError(f"{where}: `{key}` must be a list of strings")
+        return frozenset(v.lower() if lower else v for v in values)
+
+    if "event_in" in spec:
+        names = strings("event_in", lower=False)
+        return lambda kind, e: kind == "track" and e.get("event") in names
+    if "type_in" in spec:
+        types = strings("type_in")
+        return lambda kind, e: kind in types
+    if "domain_field" in spec:
+        path, domains = spec["domain_field"], strings("domains")
+
+        def in_domains(kind: str, e: Event) -> bool:
+            host = _host(field(e, path))
+            return bool(host) and (host in domains or any(host.endswith("." + d) for d in domains))
+
+        return in_domains
+    if "field" in spec:
+        path = spec["field"]
+        if "in" in spec:
+            allowed = strings("in")
+            return lambda kind, e: _lower(field(e, path)) in allowed
+        if "contains" in spec:
+            parts = strings("contains")
+            return lambda kind, e: any(p in _lower(field(e, path)) for p in parts)
+        if spec.get("present") is True:
+            return lambda kind, e: field(e, path) not in (None, "", {}, [])
+    raise ChannelRulesError(f"{where}: unknown condition {dict(spec)!r}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    channel: str | None  # None: take the channel from `from_fields`
+    conditions: tuple[Condition, ...] = ()
+    from_fields: tuple[str, ...] = ()
+
+    def match(self, kind: str, event: Event) -> str | None:
+        if self.channel is None:
+            for path in self.from_fields:
+                value = _lower(field(event, path))
+                if value in CHANNELS:
+                    return value
+            return None
+        return self.channel if any(c(kind, event) for c in self.conditions) else None
+
+
+class ChannelClassifier:
+    def __init__(self, rules: list[Rule]) -> None:
+        self.rules = rules
+
+    @classmethod
+    def from_file(cls, path: Path = DEFAULT_RULES) -> ChannelClassifier:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ChannelRulesError(f"cannot read channel rules {path}: {exc}") from exc
+        return cls(parse_rules(data, str(path)))
+
+    def classify(self, kind: str, event: Event) -> str:
+        for rule in self.rules:
+            channel = rule.match(kind, event)
+            if channel is not None:
+                return channel
+        return "other"
+
+
+def parse_rules(data: Mapping[str, Any], source: str = "rules") -> list[Rule]:
+    items = data.get("rule")
+    if not isinstance(items, list) or not items:
+        raise ChannelRulesError(f"{source}: expected one or more [[rule]] tables")
+    rules = []
+    for n, item in enumerate(items, 1):
+        where = f"{source}: rule {n} ({item.get('name', 'unnamed')!r})"
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise ChannelRulesError(f"{where}: needs a `name`")
+        if "from_fields" in item:
+            fields = item["from_fields"]
+            if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+                raise ChannelRulesError(f"{where}: `from_fields` must be a list of field paths")
+            rules.append(Rule(name, None, from_fields=tuple(fields)))
+            continue
+        channel = item.get("channel")
+        if channel not in CHANNELS:
+            raise ChannelRulesError(f"{where}: `channel` must be one of {', '.join(CHANNELS)}")
+        when = item.get("when")
+        if not isinstance(when, list) or not when:
+            raise ChannelRulesError(f"{where}: needs at least one [[rule.when]] condition")
+        conditions = tuple(_condition(c, f"{where} condition {i}") for i, c in enumerate(when, 1))
+        rules.append(Rule(name, channel, conditions))
+    return rules

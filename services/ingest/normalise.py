@@ -1,0 +1,185 @@
+"""Turns one raw Segment call into a normalised Touchpoint, or a reason to reject it. Pure."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from pydantic import ValidationError
+
+from services.ingest.channels import ChannelClassifier
+from shared.events import Channel, EventType, Touchpoint
+
+EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+# Ids that SDKs and careless integrations send when they have none: never a real customer.
+JUNK_IDS = frozenset(
+    {
+        "null", "undefined", "none", "nil", "nan", "anonymous", "guest", "unknown", "0", "-1",
+        "[object object]", "true", "false", "id", "user_id", "userid", "anonymous_id",
+        "distinct_id", "email", "not_authenticated", "{}", "[]",
+    }
+)  # fmt: skip
+MAX_MESSAGE_ID = 100
+MAX_EVENT_BYTES = 32 * 1024
+FUTURE_LIMIT = timedelta(hours=23)
+PURCHASE_EVENTS = frozenset({"Order Completed", "Order Refunded"})
+
+
+class Rejected(Exception):
+    """An event that cannot be accepted; `reason` is short, stable and safe to show the client."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status  # the HTTP status when it is the only event of a request
+
+
+def parse_time(value: Any, name: str) -> datetime | None:
+    """ISO 8601 (with `Z` or an offset) to an aware datetime; naive times are taken as UTC."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Rejected(f"{name} must be an ISO 8601 string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise Rejected(f"{name} is not a valid ISO 8601 time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def event_time(
+    timestamp: datetime | None,
+    sent_at: datetime | None,
+    received_at: datetime,
+    *,
+    historical: bool,
+) -> datetime:
+    """Segment's skew correction: timestamp = receivedAt - (sentAt - timestamp).
+
+    A historical import keeps the given timestamp. Anything more than 23 h in the future is
+    clamped to receivedAt.
+    """
+    if timestamp is None:
+        return received_at
+    corrected = timestamp
+    if sent_at is not None and not historical:
+        corrected = received_at - (sent_at - timestamp)
+    if corrected - received_at > FUTURE_LIMIT:
+        return received_at
+    return corrected
+
+
+def customer_id(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise Rejected(f"{name} must be a string")
+    text = str(value).strip()
+    if text.lower() in JUNK_IDS or not text:
+        raise Rejected(f"{name} {text!r} is not a real id")
+    if len(text) > 255:
+        raise Rejected(f"{name} is longer than 255 characters")
+    return text
+
+
+def _object(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Rejected(f"{name} must be an object")
+    return value
+
+
+def purchase_amount(properties: Mapping[str, Any]) -> float:
+    amount = properties.get("revenue", properties.get("total"))
+    if amount is None:
+        return 0.0
+    if isinstance(amount, bool):
+        raise Rejected("properties.revenue must be a number")
+    try:
+        value = float(amount)
+    except (TypeError, ValueError):
+        raise Rejected("properties.revenue must be a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise Rejected("properties.revenue must be a finite number")
+    return abs(value)
+
+
+class Normaliser:
+    def __init__(self, channels: ChannelClassifier) -> None:
+        self._channels = channels
+
+    def touchpoint(
+        self,
+        raw: Any,
+        *,
+        kind: str | None,
+        source: str,
+        received_at: datetime,
+        batch_sent_at: datetime | None = None,
+        batch_context: Mapping[str, Any] | None = None,
+        historical: bool = False,
+    ) -> Touchpoint:
+        """The normalised touchpoint for one raw call (`kind` from the route, else its `type`)."""
+        if not isinstance(raw, dict):
+            raise Rejected("event must be a JSON object")
+        kind = kind or raw.get("type")
+        if kind not in EVENT_TYPES:
+            raise Rejected(f"type must be one of {', '.join(sorted(EVENT_TYPES))}")
+        user_id = customer_id(raw.get("userId"), "userId")
+        anonymous_id = customer_id(raw.get("anonymousId"), "anonymousId")
+        if user_id is None and anonymous_id is None:
+            raise Rejected("userId or anonymousId is required")
+        message_id = raw.get("messageId")
+        if message_id is None:
+            message_id = str(uuid.uuid4())
+        elif not isinstance(message_id, str) or not message_id.strip():
+            raise Rejected("messageId must be a non-empty string")
+        elif len(message_id) >= MAX_MESSAGE_ID:
+            raise Rejected(f"messageId must be shorter than {MAX_MESSAGE_ID} characters")
+        event = raw.get("event")
+        if kind == "track" and (not isinstance(event, str) or not event.strip()):
+            raise Rejected("track calls need an event name")
+        if kind in ("page", "screen"):
+            event = raw.get("name") if isinstance(raw.get("name"), str) else None
+        previous_id = customer_id(raw.get("previousId"), "previousId")
+        if kind == "alias" and previous_id is None:
+            raise Rejected("alias calls need a previousId")
+        properties = _object(raw, "properties")
+        context = _object(raw, "context")
+        if batch_context:
+            context = {**batch_context, **context}
+        if context is not raw.get("context"):
+            raw = {**raw, "context": context}
+        original = parse_time(raw.get("timestamp"), "timestamp")
+        sent_at = parse_time(raw.get("sentAt"), "sentAt") or batch_sent_at
+        revenue = currency = None
+        if kind == "track" and event in PURCHASE_EVENTS:
+            revenue = purchase_amount(properties)
+            currency = str(properties.get("currency") or "USD").upper()[:8]
+        try:
+            return Touchpoint(
+                message_id=message_id,
+                type=cast(EventType, kind),
+                event=event,
+                user_id=user_id,
+                anonymous_id=anonymous_id,
+                previous_id=previous_id,
+                group_id=customer_id(raw.get("groupId"), "groupId") if kind == "group" else None,
+                channel=cast(Channel, self._channels.classify(kind, raw)),
+                source=source,
+                timestamp=event_time(original, sent_at, received_at, historical=historical),
+                original_timestamp=original,
+                sent_at=sent_at,
+                received_at=received_at,
+                properties=properties,
+                traits=_object(raw, "traits"),
+                context=context,
+                revenue=revenue,
+                currency=currency,
+            )
+        except ValidationError as exc:
+            raise Rejected(f"invalid event: {exc.errors()[0]['msg']}") from None

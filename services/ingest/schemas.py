@@ -1,0 +1,95 @@
+"""Request and response shapes of the ingest API, for validation of responses and the OpenAPI docs.
+
+Requests are parsed by hand (bodies are size-capped before parsing and may be text/plain), so the
+request models here document the Segment wire format rather than parse it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SegmentCall(BaseModel):
+    """One Segment call (track, identify, page, screen, group or alias)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["track", "identify", "page", "screen", "group", "alias"] | None = Field(
+        default=None, description="Required inside a batch; implied by the route otherwise."
+    )
+    userId: str | None = None
+    anonymousId: str | None = None
+    messageId: str | None = Field(default=None, max_length=99)
+    event: str | None = Field(default=None, description="Required for track.")
+    name: str | None = Field(default=None, description="Page or screen name.")
+    previousId: str | None = Field(default=None, description="Required for alias.")
+    groupId: str | None = None
+    timestamp: str | None = Field(default=None, description="ISO 8601 event time.")
+    sentAt: str | None = Field(default=None, description="ISO 8601 send time (skew correction).")
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    writeKey: str | None = Field(default=None, description="Alternative to HTTP Basic auth.")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    batch: list[SegmentCall] = Field(max_length=2500)
+    sentAt: str | None = None
+    context: dict[str, Any] | None = None
+    writeKey: str | None = None
+
+
+class RejectedItem(BaseModel):
+    index: int
+    messageId: str | None
+    reason: str
+
+
+class IngestResult(BaseModel):
+    success: bool = True
+    accepted: int
+    rejected: list[RejectedItem] = []
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` declaring `model` as the JSON (or text/plain) request body."""
+    schema = model.model_json_schema()
+    content = {"schema": _inline_refs(schema, schema.pop("$defs", {}))}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": content, "text/plain": content},
+        }
+    }
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Malformed JSON, invalid event or too many events",
+        401: "Missing or unknown write key",
+        413: "Request or event over its size limit",
+        429: "Rate limit of the write key exceeded; see Retry-After",
+        503: "Broker unavailable; nothing was accepted, retry after Retry-After",
+    }.items()
+}

@@ -1,0 +1,83 @@
+"""The `touchline` command: `up` (embedded stack), `serve`, `consume`, `migrate`, `topics`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SERVICES = ("ingest", "lifecycle", "scoring")
+CONSUMERS = ("lifecycle", "scoring")
+
+
+def serve(name: str) -> int:
+    import uvicorn
+
+    from shared.logs import configure_logging
+    from shared.settings import Settings
+
+    settings = Settings()
+    configure_logging(name)
+    app = importlib.import_module(f"services.{name}.api").create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=getattr(settings, f"{name}_port"),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def consume(name: str) -> int:
+    module = importlib.import_module(f"services.{name}.consumer")
+    result: int = module.main()
+    return result
+
+
+def migrate() -> int:
+    from shared.migrate import upgrade
+    from shared.settings import Settings
+
+    upgrade(Settings().database_url)
+    return 0
+
+
+def topics() -> int:
+    from shared.events import all_topics
+    from shared.kafka import ensure_topics
+    from shared.settings import Settings
+
+    settings = Settings()
+    ensure_topics(settings.kafka_bootstrap, all_topics(), settings.topic_partitions)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="touchline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="run the embedded dev stack until Ctrl-C")
+    serve_cmd = commands.add_parser("serve", help="run one service's HTTP API (and its consumer)")
+    serve_cmd.add_argument("service", choices=SERVICES)
+    consume_cmd = commands.add_parser("consume", help="run one consumer without its HTTP API")
+    consume_cmd.add_argument("service", choices=CONSUMERS)
+    commands.add_parser("migrate", help="apply the database migrations (alembic upgrade head)")
+    commands.add_parser("topics", help="create the Kafka topics")
+    args = parser.parse_args(argv)
+
+    if args.command == "up":
+        from shared.stack import up
+
+        return up()
+    if args.command == "serve":
+        return serve(args.service)
+    if args.command == "consume":
+        return consume(args.service)
+    if args.command == "migrate":
+        return migrate()
+    return topics()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
