@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 
 from sqlalchemy import Engine
@@ -42,6 +43,10 @@ class ConsumerService:
         if self._thread is not None:
             self._thread.join(timeout_s)
         self.engine.dispose()
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current batch (safe from a signal handler)."""
+        self._stop.set()
 
     def join(self) -> None:
         if self._thread is not None:
@@ -92,3 +97,17 @@ class ConsumerService:
             self.loop.run()
         finally:
             subscription.close()
+
+
+def run_until_signalled(service: ConsumerService) -> int:
+    """Run a consumer in the foreground until SIGTERM/SIGINT, then finish the batch and exit."""
+
+    def on_signal(signum: int, frame: object) -> None:
+        service.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    service.start()
+    service.join()
+    service.stop()
+    return 0

@@ -1,0 +1,17 @@
+"""The scoring consumer without its HTTP API: `python -m services.scoring.consumer`."""
+
+import sys
+
+from services.scoring import handlers
+from shared.logs import configure_logging
+from shared.runtime import ConsumerService, run_until_signalled
+from shared.settings import Settings
+
+
+def main() -> int:
+    configure_logging("scoring-consumer")
+    return run_until_signalled(ConsumerService(Settings(), name="scoring", handler=handlers.apply))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""THE consumer loop against a real broker and real SQLite/PostgreSQL: exactly-once effects under
+duplicate delivery, crashes (SIGKILL), poison messages, a database outage and two instances."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from sqlalchemy.orm import Session
+
+from services.lifecycle import handlers as lifecycle_handlers
+from services.lifecycle.tables import lifecycle_customers
+from services.scoring import handlers as scoring_handlers
+from services.scoring.tables import scoring_customers
+from shared.broker import EmbeddedBroker
+from shared.consumer_loop import Handler
+from shared.events import TOUCHPOINTS, DeadLetter, Touchpoint, dlq
+from shared.kafka import OutgoingMessage, Publisher, Subscription
+from shared.runtime import ConsumerService
+from tests.support.pipeline import (
+    make_touchpoints,
+    publish,
+    settings_env,
+    settings_for,
+    total_events,
+    wait_for,
+)
+
+
+@contextmanager
+def running(bootstrap: str, db_url: str, name: str, handler: Handler) -> Iterator[ConsumerService]:
+    service = ConsumerService(settings_for(bootstrap, db_url), name=name, handler=handler)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def customers_of(events: Sequence[Touchpoint]) -> list[str]:
+    return sorted({e.customer_key for e in events})
+
+
+def test_every_event_delivered_twice_counts_once(own_broker: EmbeddedBroker, db_url: str) -> None:
+    events = make_touchpoints(customers=20, per_customer=10)
+    publish(own_broker.bootstrap, events)
+    publish(own_broker.bootstrap, events)  # the same message ids again, in later batches
+    with (
+        running(own_broker.bootstrap, db_url, "lifecycle", lifecycle_handlers.apply) as lifecycle,
+        running(own_broker.bootstrap, db_url, "scoring", scoring_handlers.apply) as scoring,
+    ):
+        for service in (lifecycle, scoring):
+            wait_for(
+                lambda s=service: s.loop.stats.applied + s.loop.stats.duplicates if s.loop else 0,
+                lambda seen: seen >= 2 * len(events),
+                60,
+                f"{service.name} to read every delivery",
+            )
+            assert service.loop is not None
+            assert service.loop.stats.applied == len(events)
+            assert service.loop.stats.duplicates == len(events)
+    ids = customers_of(events)
+    assert total_events(db_url, lifecycle_customers, ids) == len(events)
+    assert total_events(db_url, scoring_customers, ids) == len(events)
+
+
+def _start_consumer(bootstrap: str, db_url: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings_env(bootstrap, db_url, TOUCHLINE_CONSUMER_BATCH_SIZE="50")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.lifecycle.consumer"], env=env, stderr=subprocess.DEVNULL
+    )
+
+
+def test_sigkill_mid_batch_then_restart_loses_and_doubles_nothing(
+    own_broker: EmbeddedBroker, db_url: str
+) -> None:
+    events = make_touchpoints(customers=100, per_customer=30)
+    ids = customers_of(events)
+    publish(own_broker.bootstrap, events)
+    counted = 0
+    for _ in range(2):
+        consumer = _start_consumer(own_broker.bootstrap, db_url)
+        counted = wait_for(
+            lambda: total_events(db_url, lifecycle_customers, ids),
+            lambda n, before=counted: n > before,
+            60,
+            "the consumer to make progress",
+        )
+        consumer.send_signal(signal.SIGKILL)
+        consumer.wait(10)
+        assert counted < len(events), "the kill should land before the end of the replay"
+
+    consumer = _start_consumer(own_broker.bootstrap, db_url)
+    try:
+        final = wait_for(
+            lambda: total_events(db_url, lifecycle_customers, ids),
+            lambda n: n >= len(events),
+            90,
+            "the restarted consumer to catch up",
+        )
+        assert final == len(events)
+    finally:
+        consumer.send_signal(signal.SIGTERM)
+        assert consumer.wait(30) == 0, "SIGTERM must stop the consumer cleanly"
+    # Offsets were committed on the clean stop: a new run applies nothing again.
+    more = make_touchpoints(customers=1, per_customer=3)
+    publish(own_broker.bootstrap, more)
+    consumer = _start_consumer(own_broker.bootstrap, db_url)
+    try:
+        wait_for(
+            lambda: total_events(db_url, lifecycle_customers, customers_of(more)),
+            lambda n: n == len(more),
+            60,
+            "the next events",
+        )
+        assert total_events(db_url, lifecycle_customers, ids) == len(events)
+    finally:
+        consumer.send_signal(signal.SIGTERM)
+        assert consumer.wait(30) == 0
+
+
+def test_poison_messages_go_to_the_dead_letter_topic(
+    own_broker: EmbeddedBroker, sqlite_url: str
+) -> None:
+    events = make_touchpoints(customers=5, per_customer=4)
+    poison = events[7]
+
+    def failing_for_one(session: Session, batch: Sequence[Touchpoint]) -> None:
+        if any(e.message_id == poison.message_id for e in batch):
+            raise ValueError("handler cannot apply this event")
+        lifecycle_handlers.apply(session, batch)
+
+    publisher = Publisher(own_broker.bootstrap, client_id="test")
+    publisher.publish([OutgoingMessage(TOUCHPOINTS, "garbage", b"{not json")])
+    publisher.close()
+    publish(own_broker.bootstrap, events)
+
+    with running(own_broker.bootstrap, sqlite_url, "lifecycle", failing_for_one) as service:
+        wait_for(
+            lambda: total_events(sqlite_url, lifecycle_customers, customers_of(events)),
+            lambda n: n >= len(events) - 1,
+            60,
+            "every good event",
+        )
+        assert service.loop is not None
+        assert service.loop.stats.dead_lettered == 2
+    assert total_events(sqlite_url, lifecycle_customers, customers_of(events)) == len(events) - 1
+
+    reader = Subscription(
+        own_broker.bootstrap, group_id="dlq-reader", topics=[dlq(TOUCHPOINTS)],
+        max_poll_interval_ms=3000,
+    )  # fmt: skip
+    letters: list[DeadLetter] = []
+    try:
+        wait_for(
+            lambda: (
+                letters.extend(
+                    DeadLetter.model_validate_json(r.value)
+                    for r in reader.poll(max_records=100, timeout_ms=500)
+                )
+                or len(letters)
+            ),
+            lambda n: n >= 2,
+            30,
+            "two dead letters",
+        )
+    finally:
+        reader.close()
+    errors = sorted(letter.error.split(":")[0] for letter in letters)
+    assert errors == ["ValueError", "undecodable"]
+    assert {letter.consumer for letter in letters} == {"lifecycle"}
+    assert any(poison.message_id in letter.value for letter in letters)
+
+
+@pytest.mark.postgres
+def test_database_outage_stops_progress_then_recovers_without_loss(
+    own_broker: EmbeddedBroker, pg_url: str
+) -> None:
+    database = pg_url.rsplit("/", 1)[1]
+    admin_url = pg_url.rsplit("/", 1)[0].replace("+psycopg", "") + "/postgres"
+
+    def set_connections(allowed: bool) -> None:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (database,),
+                )
+
+    first = make_touchpoints(customers=10, per_customer=5)
+    second = make_touchpoints(customers=10, per_customer=5)
+    with running(own_broker.bootstrap, pg_url, "lifecycle", lifecycle_handlers.apply) as service:
+        publish(own_broker.bootstrap, first)
+        wait_for(
+            lambda: total_events(pg_url, lifecycle_customers, customers_of(first)),
+            lambda n: n == len(first),
+            60,
+            "the first events",
+        )
+        set_connections(False)
+        try:
+            publish(own_broker.bootstrap, second)
+            wait_for(service.readiness, lambda r: not r["consumer"], 30, "not ready")
+            assert service.readiness()["database"] is False
+        finally:
+            set_connections(True)
+        wait_for(
+            lambda: total_events(pg_url, lifecycle_customers, customers_of(second)),
+            lambda n: n >= len(second),
+            60,
+            "recovery after the outage",
+        )
+        wait_for(service.readiness, lambda r: all(r.values()), 30, "ready again")
+    assert total_events(pg_url, lifecycle_customers, customers_of(first + second)) == len(
+        first + second
+    )
+
+
+def test_two_instances_in_one_group_split_partitions_and_count_exactly(
+    own_broker: EmbeddedBroker, db_url: str
+) -> None:
+    events = make_touchpoints(customers=60, per_customer=10)
+    ids = customers_of(events)
+    with (
+        running(own_broker.bootstrap, db_url, "lifecycle", lifecycle_handlers.apply) as one,
+        running(own_broker.bootstrap, db_url, "lifecycle", lifecycle_handlers.apply) as two,
+    ):
+        wait_for(
+            lambda: (one.loop is not None) and (two.loop is not None),
+            bool,
+            30,
+            "both members to join",
+        )
+        publish(own_broker.bootstrap, events)
+        wait_for(
+            lambda: total_events(db_url, lifecycle_customers, ids),
+            lambda n: n >= len(events),
+            90,
+            "every event",
+        )
+        assert one.loop is not None and two.loop is not None
+        assert one.loop.stats.applied + two.loop.stats.applied == len(events)
+        assert one.loop.stats.applied > 0 and two.loop.stats.applied > 0, "partitions were split"
+    assert total_events(db_url, lifecycle_customers, ids) == len(events)

@@ -1,0 +1,101 @@
+"""Helpers for tests that drive real consumers: make touchpoints, publish them, poll the DB."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from sqlalchemy import Table, func, select
+
+from shared.db import make_engine
+from shared.events import TOUCHPOINTS, Touchpoint
+from shared.kafka import OutgoingMessage, Publisher
+from shared.settings import Settings
+
+T = TypeVar("T")
+CHANNELS = ("web", "email", "mobile", "social", "other")
+
+
+def settings_for(bootstrap: str, database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "kafka_bootstrap": bootstrap,
+        "write_keys": "test-key:test",
+        "read_tokens": "test-read",
+        "admin_token": "test-admin",
+        "max_poll_interval_ms": 3000,
+        "produce_timeout_s": 5.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def settings_env(bootstrap: str, database_url: str, **extra: str) -> dict[str, str]:
+    env = {
+        "TOUCHLINE_EMBEDDED": "false",
+        "TOUCHLINE_DATABASE_URL": database_url,
+        "TOUCHLINE_KAFKA_BOOTSTRAP": bootstrap,
+        "TOUCHLINE_WRITE_KEYS": "test-key:test",
+        "TOUCHLINE_READ_TOKENS": "test-read",
+        "TOUCHLINE_ADMIN_TOKEN": "test-admin",
+        "TOUCHLINE_MAX_POLL_INTERVAL_MS": "3000",
+    }
+    env.update(extra)
+    return env
+
+
+def make_touchpoints(customers: int, per_customer: int) -> list[Touchpoint]:
+    """Distinct touchpoints for fresh customers, spread over channels and event times."""
+    run = uuid.uuid4().hex[:8]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return [
+        Touchpoint(
+            message_id=f"{run}-{c}-{n}",
+            type="track",
+            event="Product Viewed",
+            user_id=f"{run}-customer-{c}",
+            channel=CHANNELS[(c + n) % len(CHANNELS)],  # type: ignore[arg-type]
+            source="test",
+            timestamp=start + timedelta(minutes=7 * n + c),
+            received_at=start,
+        )
+        for c in range(customers)
+        for n in range(per_customer)
+    ]
+
+
+def publish(bootstrap: str, events: Sequence[Touchpoint]) -> None:
+    publisher = Publisher(bootstrap, client_id="test", timeout_s=30)
+    try:
+        messages = [OutgoingMessage(TOUCHPOINTS, e.customer_key, e.to_json()) for e in events]
+        for start in range(0, len(messages), 1000):
+            publisher.publish(messages[start : start + 1000])
+    finally:
+        publisher.close()
+
+
+def total_events(database_url: str, table: Table, customers: Sequence[str]) -> int:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            query = select(func.coalesce(func.sum(table.c.event_count), 0)).where(
+                table.c.customer_id.in_(list(customers))
+            )
+            return int(conn.execute(query).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def wait_for(check: Callable[[], T], until: Callable[[T], bool], timeout_s: float, what: str) -> T:
+    """Poll `check` until `until(result)` holds; fail with the last result after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if until(result):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {result}")
+        time.sleep(0.05)
