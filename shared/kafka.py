@@ -97,12 +97,19 @@ class Publisher:
             for future in futures:
                 future.get(timeout=max(deadline - time.monotonic(), 0.001))
         except KafkaError as exc:
+            # Start afresh next time: after a broker outage an idempotent producer can be left
+            # with sequence state the broker no longer knows, and never recover by itself.
+            self.close(timeout_s=0)
             raise BrokerUnavailable(f"broker did not acknowledge: {exc}") from exc
 
     def close(self, timeout_s: float = 5.0) -> None:
         with self._lock:
             if self._producer is not None:
-                self._producer.close(timeout=timeout_s)
+                try:
+                    self._producer.close(timeout=timeout_s)
+                except KafkaError as exc:
+                    # Records of requests already answered 503 may still be pending: drop them.
+                    log.warning("producer closed with undelivered records: %s", exc)
                 self._producer = None
 
 

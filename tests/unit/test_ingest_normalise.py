@@ -1,0 +1,146 @@
+"""Normalising one Segment call: ids, message ids, event time (skew, clamp, import), revenue."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.ingest.channels import ChannelClassifier
+from services.ingest.normalise import Normaliser, Rejected, event_time
+
+RECEIVED = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+normaliser = Normaliser(ChannelClassifier.from_file())
+
+
+def normalise(raw: dict[str, Any], kind: str | None = "track", **options: Any) -> Any:
+    return normaliser.touchpoint(raw, kind=kind, source="web-site", received_at=RECEIVED, **options)
+
+
+def test_skew_correction_uses_the_client_clock_offset() -> None:
+    # The client clock runs 10 minutes fast: sentAt and timestamp are both shifted by it.
+    ts = normalise(
+        {
+            "userId": "u1",
+            "event": "Signed Up",
+            "timestamp": "2026-06-01T12:09:00Z",
+            "sentAt": "2026-06-01T12:10:00Z",
+        }
+    )
+    assert ts.timestamp == RECEIVED - timedelta(minutes=1)
+    assert ts.original_timestamp == datetime(2026, 6, 1, 12, 9, tzinfo=UTC)
+    assert ts.sent_at == datetime(2026, 6, 1, 12, 10, tzinfo=UTC)
+    assert ts.received_at == RECEIVED
+
+
+def test_batch_sent_at_applies_to_items_and_offsets_are_respected() -> None:
+    ts = normalise(
+        {"userId": "u1", "event": "E", "timestamp": "2026-06-01T14:00:00+02:00"},
+        batch_sent_at=datetime(2026, 6, 1, 12, 30, tzinfo=UTC),
+    )
+    assert ts.timestamp == RECEIVED - timedelta(minutes=30)
+
+
+def test_without_sent_at_the_timestamp_is_kept_and_without_timestamp_received_at_is_used() -> None:
+    kept = normalise({"userId": "u1", "event": "E", "timestamp": "2026-05-01T00:00:00Z"})
+    assert kept.timestamp == datetime(2026, 5, 1, tzinfo=UTC)
+    assert normalise({"userId": "u1", "event": "E"}).timestamp == RECEIVED
+
+
+def test_far_future_is_clamped_to_received_at_but_22h_is_kept() -> None:
+    future = (RECEIVED + timedelta(hours=24)).isoformat()
+    near = RECEIVED + timedelta(hours=22)
+    assert normalise({"userId": "u", "event": "E", "timestamp": future}).timestamp == RECEIVED
+    assert normalise({"userId": "u", "event": "E", "timestamp": near.isoformat()}).timestamp == near
+
+
+def test_historical_import_keeps_the_given_timestamp_despite_sent_at() -> None:
+    raw = {
+        "userId": "u1",
+        "event": "Order Completed",
+        "timestamp": "1997-01-01T00:00:00Z",
+        "sentAt": "2026-06-01T12:10:00Z",
+    }
+    assert normalise(raw, historical=True).timestamp == datetime(1997, 1, 1, tzinfo=UTC)
+    assert normalise(raw).timestamp != datetime(1997, 1, 1, tzinfo=UTC)
+
+
+def test_event_time_arithmetic() -> None:
+    ts = datetime(2026, 1, 1, tzinfo=UTC)
+    assert event_time(
+        ts, ts + timedelta(seconds=5), RECEIVED, historical=False
+    ) == RECEIVED - timedelta(seconds=5)
+
+
+@pytest.mark.parametrize(
+    "junk", ["null", "undefined", "anonymous", "0", "-1", "[object Object]", "NaN", "  ", "None", 0]
+)
+def test_junk_ids_are_rejected(junk: Any) -> None:
+    with pytest.raises(Rejected, match="not a real id"):
+        normalise({"userId": junk, "event": "E"})
+
+
+def test_numeric_ids_are_strings_and_a_customer_id_is_required() -> None:
+    assert normalise({"userId": 42, "event": "E"}).user_id == "42"
+    with pytest.raises(Rejected, match="userId or anonymousId is required"):
+        normalise({"event": "E"})
+
+
+def test_message_id_is_assigned_when_missing_and_validated_when_given() -> None:
+    a, b = normalise({"userId": "u", "event": "E"}), normalise({"userId": "u", "event": "E"})
+    assert a.message_id and b.message_id and a.message_id != b.message_id
+    assert normalise({"userId": "u", "event": "E", "messageId": "m-1"}).message_id == "m-1"
+    with pytest.raises(Rejected, match="shorter than 100"):
+        normalise({"userId": "u", "event": "E", "messageId": "x" * 100})
+    with pytest.raises(Rejected, match="messageId"):
+        normalise({"userId": "u", "event": "E", "messageId": 12})
+
+
+def test_call_specific_requirements() -> None:
+    with pytest.raises(Rejected, match="need an event name"):
+        normalise({"userId": "u"})
+    with pytest.raises(Rejected, match="need a previousId"):
+        normalise({"userId": "u"}, kind="alias")
+    with pytest.raises(Rejected, match="type must be one of"):
+        normalise({"userId": "u", "type": "purchase"}, kind=None)
+    page = normalise({"anonymousId": "a", "name": "Pricing"}, kind="page")
+    assert (page.type, page.event, page.channel) == ("page", "Pricing", "web")
+
+
+@pytest.mark.parametrize(
+    ("properties", "revenue"),
+    [({"revenue": 19.5, "total": 25}, 19.5), ({"total": "25.00"}, 25.0), ({}, 0.0)],
+)
+def test_order_revenue_prefers_revenue_then_total(
+    properties: dict[str, Any], revenue: float
+) -> None:
+    ts = normalise({"userId": "u", "event": "Order Completed", "properties": properties})
+    assert (ts.revenue, ts.currency) == (revenue, "USD")
+
+
+def test_refund_revenue_and_currency_and_bad_amounts() -> None:
+    refund = normalise(
+        {"userId": "u", "event": "Order Refunded", "properties": {"revenue": 10, "currency": "eur"}}
+    )
+    assert (refund.revenue, refund.currency) == (10.0, "EUR")
+    assert normalise({"userId": "u", "event": "Signed Up"}).revenue is None
+    for bad in ("ten", True, float("nan")):
+        with pytest.raises(Rejected, match="revenue must be a"):
+            normalise({"userId": "u", "event": "Order Completed", "properties": {"revenue": bad}})
+
+
+def test_bad_shapes_and_times_are_rejected_with_reasons() -> None:
+    with pytest.raises(Rejected, match="JSON object"):
+        normaliser.touchpoint([1], kind="track", source="s", received_at=RECEIVED)
+    with pytest.raises(Rejected, match="properties must be an object"):
+        normalise({"userId": "u", "event": "E", "properties": [1]})
+    with pytest.raises(Rejected, match="timestamp is not a valid ISO 8601"):
+        normalise({"userId": "u", "event": "E", "timestamp": "yesterday"})
+
+
+def test_batch_context_is_merged_under_the_event_context() -> None:
+    ts = normalise(
+        {"userId": "u", "event": "E", "context": {"app": {"name": "Shop"}}},
+        batch_context={"library": {"name": "analytics-python"}, "app": {"name": "ignored"}},
+    )
+    assert ts.context == {"library": {"name": "analytics-python"}, "app": {"name": "Shop"}}
+    assert ts.channel == "mobile"
