@@ -59,7 +59,6 @@ class Settings(BaseSettings):
             self.admin_token = self.admin_token or DEV_ADMIN_TOKEN
             if self.max_poll_interval_ms == 300_000:
                 self.max_poll_interval_ms = 6000
-            return self
         required = ("database_url", "kafka_bootstrap", "write_keys", "read_tokens", "admin_token")
         missing = [f"TOUCHLINE_{name.upper()}" for name in required if not getattr(self, name)]
         if missing:
@@ -67,6 +66,7 @@ class Settings(BaseSettings):
                 "missing required settings (or set TOUCHLINE_EMBEDDED=true for local dev): "
                 + ", ".join(missing)
             )
+        _ = self.write_key_sources  # fail at start on a malformed key list
         return self
 
     @cached_property

@@ -1,0 +1,133 @@
+"""The whole stack as a user runs it: `touchline up` as a process, HTTP -> Kafka -> both
+consumers -> both query APIs, then a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.broker import free_port
+from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY
+from tests.support.pipeline import wait_for
+
+pytestmark = pytest.mark.e2e
+TOUCHLINE = str(Path(sys.executable).parent / "touchline")
+
+
+class Stack:
+    def __init__(self, tmp_path: Path) -> None:
+        self.ports = {name: free_port() for name in ("BROKER", "INGEST", "LIFECYCLE", "SCORING")}
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")},
+            "TOUCHLINE_DATA_DIR": str(tmp_path / "var"),
+            **{f"TOUCHLINE_{name}_PORT": str(port) for name, port in self.ports.items()},
+        }
+        self.output = tmp_path / "up.out"
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with self.output.open("wb") as out:
+            return subprocess.Popen(
+                [TOUCHLINE, "up"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[Stack, subprocess.Popen[bytes]]]:
+    s = Stack(tmp_path)
+    process = s.start()
+    try:
+        wait_for(
+            lambda: process.poll() is None and "Ctrl-C" in s.output.read_text(),
+            bool,
+            120,
+            "touchline up to print its banner",
+        )
+        yield s, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_event_flows_from_ingest_to_both_query_apis_and_ctrl_c_stops_everything(
+    stack: tuple[Stack, subprocess.Popen[bytes]],
+) -> None:
+    s, process = stack
+    banner = s.output.read_text()
+    assert DEV_WRITE_KEY in banner and DEV_READ_TOKEN in banner
+    assert f"{s.url('INGEST')}/v1/track" in banner  # the curl line to send a first event
+    for name in ("INGEST", "LIFECYCLE", "SCORING"):
+        assert ready(s.url(name)), name
+
+    customer = f"e2e-{uuid.uuid4().hex}"
+    auth = (DEV_WRITE_KEY, "")
+    track = {"userId": customer, "event": "Signed Up", "timestamp": "2026-03-01T10:00:00Z"}
+    page = {
+        "userId": customer,
+        "name": "Pricing",
+        "timestamp": "2026-03-01T10:05:00Z",
+        "context": {"page": {"referrer": "https://www.instagram.com/"}},
+    }
+    assert httpx.post(f"{s.url('INGEST')}/v1/track", json=track, auth=auth).status_code == 200
+    assert httpx.post(f"{s.url('INGEST')}/v1/page", json=page, auth=auth).status_code == 200
+
+    headers = {"Authorization": f"Bearer {DEV_READ_TOKEN}"}
+    routes = {
+        "LIFECYCLE": f"/v1/customers/{customer}",
+        "SCORING": f"/v1/customers/{customer}/scores",
+    }
+    for service, path in routes.items():
+        url = s.url(service) + path
+        body = wait_for(
+            lambda url=url: httpx.get(url, headers=headers).json(),
+            lambda b: b.get("event_count") == 2,
+            30,
+            f"{service} to show both events",
+        )
+        assert body["customer_id"] == customer
+        assert body["last_channel"] == "social"  # the later touch: an Instagram referral
+        assert body["first_seen"].startswith("2026-03-01T10:00:00")
+        assert httpx.get(url).status_code == 401
+        unknown = url.replace(customer, "nobody-" + customer)
+        assert httpx.get(unknown, headers=headers).status_code == 404
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 0
+    for name in ("INGEST", "LIFECYCLE", "SCORING"):
+        assert not ready(s.url(name)), f"{name} still answering after Ctrl-C"
+    assert "stopped." in s.output.read_text()
+
+
+def test_second_stack_on_the_same_ports_refuses_clearly(
+    stack: tuple[Stack, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    s, _ = stack
+    second = subprocess.run(
+        [TOUCHLINE, "up"],
+        env={**s.env, "TOUCHLINE_DATA_DIR": str(tmp_path / "other")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode != 0
+    assert "port already in use" in second.stderr
+    assert f"TOUCHLINE_INGEST_PORT={s.ports['INGEST']}" in second.stderr
+    assert ready(s.url("INGEST")), "the first stack must be left alone"

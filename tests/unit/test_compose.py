@@ -1,0 +1,65 @@
+"""docker-compose.yml cannot run here (no Docker engine): check it against the code instead."""
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shared.cli import CONSUMERS, SERVICES
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+services: dict[str, Any] = compose["services"]
+COMMANDS = {"up", "serve", "consume", "migrate", "topics"}
+
+
+def test_the_stack_has_kafka_kraft_postgres_migrations_and_the_three_services() -> None:
+    assert {"kafka", "postgres", "migrate", "topics", *SERVICES} <= set(services)
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert set(compose["volumes"]) == {"kafka-data", "postgres-data"}
+
+
+def test_every_touchline_variable_is_a_setting() -> None:
+    fields = {f"TOUCHLINE_{name.upper()}" for name in Settings.model_fields}
+    for name, service in services.items():
+        for variable in service.get("environment", {}):
+            if variable.startswith("TOUCHLINE_"):
+                assert variable in fields, f"{name}: {variable} is not a Settings field"
+
+
+def test_services_use_their_default_ports_and_real_commands() -> None:
+    for name in SERVICES:
+        service = services[name]
+        port = Settings.model_fields[f"{name}_port"].default
+        assert service["ports"] == [f"{port}:{port}"]
+        assert service["environment"][f"TOUCHLINE_{name.upper()}_PORT"] == str(port)
+        assert service["command"] == ["touchline", "serve", name]
+        assert f"{port}/readyz" in " ".join(service["healthcheck"]["test"])
+        assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    for name, service in services.items():
+        command = service.get("command")
+        if command and command[0] == "touchline":
+            assert command[1] in COMMANDS, name
+            if command[1] == "consume":
+                assert command[2] in CONSUMERS
+
+
+def test_secrets_are_required_and_point_at_the_compose_hosts() -> None:
+    env = services["ingest"]["environment"]
+    for secret in ("TOUCHLINE_WRITE_KEYS", "TOUCHLINE_READ_TOKENS", "TOUCHLINE_ADMIN_TOKEN"):
+        assert ":?" in env[secret], f"{secret} must have no default"
+    assert env["TOUCHLINE_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert "@postgres:5432/" in env["TOUCHLINE_DATABASE_URL"]
+    assert env["TOUCHLINE_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert all("healthcheck" in services[n] for n in ("kafka", "postgres", *SERVICES))
+
+
+def test_dockerfile_installs_the_project_and_its_migrations() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install" in dockerfile
+    for part in ("shared", "services", "migrations", "pyproject.toml"):
+        assert part in dockerfile
