@@ -83,6 +83,7 @@ def test_sigkill_mid_batch_then_restart_loses_and_doubles_nothing(
     events = make_touchpoints(customers=100, per_customer=30)
     ids = customers_of(events)
     publish(own_broker.bootstrap, events)
+    publish(own_broker.bootstrap, events[::3])  # some delivered twice as well
     counted = 0
     for _ in range(2):
         consumer = _start_consumer(own_broker.bootstrap, db_url)

@@ -1,0 +1,17 @@
+"""`make bench`: every benchmark in turn, each printing its figures beside its raw-Kafka baseline."""
+
+import subprocess
+import sys
+
+BENCHMARKS = ["bench.ingest"]
+
+
+def main() -> int:
+    for module in BENCHMARKS:
+        print(f"== {module}", flush=True)
+        subprocess.run([sys.executable, "-m", module], check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
