@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark in turn, each printing its figures beside its raw-Kafka baseline."""
+"""`make bench`: every benchmark in turn, each beside its raw-Kafka baseline."""
 
 import subprocess
 import sys
