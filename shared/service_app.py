@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -14,6 +15,9 @@ from shared.consumer_loop import Handler
 from shared.runtime import ConsumerService
 from shared.settings import Settings
 
+Worker = Callable[[ConsumerService, threading.Event], None]
+"""A background job of the service (e.g. a scheduled refit), run until the event is set."""
+
 
 def create_consumer_app(
     settings: Settings,
@@ -22,16 +26,27 @@ def create_consumer_app(
     title: str,
     handler: Handler,
     routers: Sequence[APIRouter],
+    workers: Sequence[Worker] = (),
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = ConsumerService(settings, name=name, handler=handler)
         app.state.service = service
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=worker, args=(service, stop), daemon=True, name=f"{name}-job")
+            for worker in workers
+        ]
         if settings.run_consumer:
             service.start()
+        for thread in threads:
+            thread.start()
         try:
             yield
         finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
             service.stop()
 
     app = FastAPI(title=title, version="1", lifespan=lifespan)
@@ -49,4 +64,12 @@ def read_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def write_session(request: Request) -> Iterator[Session]:
+    """The one place API writes commit: when the route returns without an error."""
+    service: ConsumerService = request.app.state.service
+    with service.sessions.begin() as session:
+        yield session
+
+
 DbSession = Annotated[Session, Depends(read_session)]
+WriteSession = Annotated[Session, Depends(write_session)]

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     rate_limit_burst: float = Field(default=25_000.0, gt=0)
     cors_origins: str = "*"
 
+    # scoring: value models
+    refit_interval_s: float = Field(default=3600.0, ge=0)  # 0: refit only on demand
+    value_horizon_days: int = Field(default=365, ge=1)
+    clv_margin: float = Field(default=1.0, gt=0, le=1)  # share of revenue that is profit
+    annual_discount_rate: float = Field(default=0.10, ge=0)
+
     @model_validator(mode="after")
     def _defaults_or_fail(self) -> Self:
         if self.embedded:

@@ -1,43 +1,264 @@
-"""Scoring service: consumer of touchpoints.v1 plus the scores query API (:8002)."""
+"""Scoring service (:8002): consumer of touchpoints.v1 plus scores, segments and the value model."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+import threading
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel
 
-from services.scoring import handlers
-from services.scoring.tables import scoring_customers
-from shared.api import ReadAccess
-from shared.service_app import DbSession, create_consumer_app
+from services.scoring import handlers, repository
+from services.scoring.counters import Counters
+from services.scoring.model import Models, customer_value, refit
+from services.scoring.repository import COUNTER_COLUMNS
+from services.scoring.rfm import RfmValues, rfm_scores, score
+from services.scoring.segments import SegmentMap
+from shared.api import AdminAccess, ReadAccess
+from shared.runtime import ConsumerService
+from shared.service_app import DbSession, WriteSession, create_consumer_app
 from shared.settings import Settings
-from shared.touch_summary import load_summary
 
-router = APIRouter(prefix="/v1", dependencies=[ReadAccess], tags=["scores"])
+log = logging.getLogger(__name__)
+reads = APIRouter(prefix="/v1", dependencies=[ReadAccess], tags=["scores"])
+admin = APIRouter(prefix="/v1", dependencies=[AdminAccess], tags=["model"])
+
+
+class Purchases(BaseModel):
+    first_purchase_at: datetime
+    last_purchase_at: datetime
+    orders: int
+    distinct_purchase_days: int
+    repeat_purchases: int
+    revenue_total: float
+    mean_repeat_spend: float
+
+
+class Rfm(BaseModel):
+    recency_days: int
+    frequency: int
+    monetary: float
+    r: int
+    f: int
+    m: int
+    segment: str
+
+
+class CustomerValue(BaseModel):
+    model_status: str  # fitted | not_fitted (no fit yet, or the last fit failed) | no_purchases
+    model_fitted_at: datetime | None
+    horizon_days: int
+    historical_value: float
+    p_alive: float | None
+    expected_purchases: float | None
+    expected_spend: float | None
+    predicted_clv: float | None
 
 
 class CustomerScores(BaseModel):
     customer_id: str
+    as_of: date
     first_seen: datetime
     last_seen: datetime
     event_count: int
     last_channel: str
+    purchases: Purchases | None
+    rfm: Rfm | None
+    value: CustomerValue
 
 
-@router.get("/customers/{customer_id}/scores", response_model=CustomerScores)
-def get_scores(customer_id: str, session: DbSession) -> CustomerScores:
-    row = load_summary(session, scoring_customers, customer_id)
+class BgNbdParams(BaseModel):
+    r: float
+    alpha: float
+    a: float
+    b: float
+    log_likelihood: float
+
+
+class GammaGammaParams(BaseModel):
+    p: float
+    q: float
+    gamma: float
+    log_likelihood: float
+
+
+class ModelInfo(BaseModel):
+    time_unit: str = "week"
+    status: str  # fitted | failed
+    observation_end: date
+    fitted_at: datetime
+    fit_seconds: float
+    n_customers: int
+    n_repeat_buyers: int
+    data_from: date | None
+    bgnbd: BgNbdParams | None
+    gamma_gamma: GammaGammaParams | None
+    error: str | None
+
+
+class RefitRequest(BaseModel):
+    observation_end: date | None = None
+
+
+class Segments(BaseModel):
+    as_of: date
+    scored_customers: int
+    segments: dict[str, int]
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _segments(request: Request) -> SegmentMap:
+    segments: SegmentMap = request.app.state.segments
+    return segments
+
+
+@reads.get("/customers/{customer_id}/scores", response_model=CustomerScores)
+def get_scores(
+    customer_id: str,
+    request: Request,
+    session: DbSession,
+    as_of: Annotated[date | None, Query(description="Score as of this day (default today)")] = None,
+    horizon_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
+) -> CustomerScores:
+    settings = _settings(request)
+    row = repository.load_counters(session, customer_id)
     if row is None:
         raise HTTPException(404, detail=f"unknown customer {customer_id!r}")
-    return CustomerScores.model_validate(row)
+    as_of = as_of or datetime.now(UTC).date()
+    horizon = horizon_days or settings.value_horizon_days
+    counters = Counters(*(getattr(row, c) for c in COUNTER_COLUMNS))
+    summary = counters.summary(as_of)
+    purchases = rfm = None
+    if summary is not None and counters.first_purchase_at and counters.last_purchase_at:
+        purchases = Purchases(
+            first_purchase_at=counters.first_purchase_at,
+            last_purchase_at=counters.last_purchase_at,
+            orders=counters.order_count,
+            distinct_purchase_days=counters.distinct_days,
+            repeat_purchases=summary.x,
+            revenue_total=round(counters.revenue_total, 2),
+            mean_repeat_spend=round(summary.mean_repeat_spend, 2),
+        )
+        values = RfmValues.of(counters)
+        assert values is not None
+        scores = rfm_scores(counters, *repository.population_position(session, values), as_of)
+        assert scores is not None
+        rfm = Rfm(**vars(scores), segment=_segments(request).segment(scores.r, scores.f))
+    model_row = repository.latest_model(session)
+    models = Models.of(model_row)
+    value = customer_value(
+        counters, models, as_of, horizon_days=horizon, margin=settings.clv_margin,
+        annual_discount_rate=settings.annual_discount_rate,
+    )  # fmt: skip
+    status = "no_purchases" if purchases is None else "fitted" if models else "not_fitted"
+    return CustomerScores(
+        customer_id=row.customer_id,
+        as_of=as_of,
+        first_seen=row.first_seen,
+        last_seen=row.last_seen,
+        event_count=row.event_count,
+        last_channel=row.last_channel,
+        purchases=purchases,
+        rfm=rfm,
+        value=CustomerValue(
+            model_status=status,
+            model_fitted_at=model_row.fitted_at if models and model_row else None,
+            horizon_days=horizon,
+            **vars(value),
+        ),
+    )
+
+
+@reads.get("/segments", response_model=Segments)
+def get_segments(request: Request, session: DbSession) -> Segments:
+    """Customers per RFM segment, over every scored customer."""
+    r_score = _scores_by_value(repository.population(session, "r"))
+    f_score = _scores_by_value(repository.population(session, "f"))
+    segments = _segments(request)
+    counts = dict.fromkeys(segments.names, 0)
+    for day, orders, customers in repository.rf_cells(session):
+        counts[segments.segment(r_score[day.toordinal()], f_score[orders])] += customers
+    return Segments(
+        as_of=datetime.now(UTC).date(), scored_customers=sum(counts.values()), segments=counts
+    )
+
+
+def _scores_by_value(histogram: list[tuple[int, int]]) -> dict[int, int]:
+    total = sum(n for _, n in histogram)
+    scores, below = {}, 0
+    for value, customers in histogram:
+        scores[value] = score(below, total)
+        below += customers
+    return scores
+
+
+def _model_info(row: Any) -> ModelInfo:
+    models = Models.of(row)
+    return ModelInfo(
+        status="fitted" if models else "failed",
+        observation_end=row.observation_end,
+        fitted_at=row.fitted_at,
+        fit_seconds=row.fit_seconds,
+        n_customers=row.n_customers,
+        n_repeat_buyers=row.n_repeat_buyers,
+        data_from=row.data_from,
+        bgnbd=BgNbdParams(**vars(models.bgnbd)) if models else None,
+        gamma_gamma=GammaGammaParams(**vars(models.gamma_gamma)) if models else None,
+        error=row.error,
+    )
+
+
+@reads.get(
+    "/model",
+    response_model=ModelInfo,
+    responses={404: {"description": "No model has been fitted yet"}},
+)
+def get_model(session: DbSession) -> ModelInfo:
+    row = repository.latest_model(session)
+    if row is None:
+        raise HTTPException(404, detail="no model fitted yet: POST /v1/model/refit")
+    return _model_info(row)
+
+
+@admin.post("/model/refit", response_model=ModelInfo)
+def post_refit(
+    session: WriteSession, body: Annotated[RefitRequest | None, Body()] = None
+) -> ModelInfo:
+    """Fit the value models now over all customers (events after `observation_end` ignored)."""
+    end = (body.observation_end if body else None) or datetime.now(UTC).date()
+    repository.save_model(session, refit(session, end))
+    session.flush()
+    row = repository.latest_model(session)
+    assert row is not None
+    return _model_info(row)
+
+
+def scheduled_refit(service: ConsumerService, stop: threading.Event) -> None:
+    """Refit every `refit_interval_s` seconds (0 turns the schedule off)."""
+    interval = service.settings.refit_interval_s
+    while interval > 0 and not stop.wait(interval):
+        try:
+            with service.sessions.begin() as session:
+                repository.save_model(session, refit(session, datetime.now(UTC).date()))
+        except Exception:
+            log.exception("scheduled refit failed; will try again next interval")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_consumer_app(
-        settings or Settings(),
+    settings = settings or Settings()
+    app = create_consumer_app(
+        settings,
         name="scoring",
         title="Touchline scoring",
         handler=handlers.apply,
-        routers=[router],
+        routers=[reads, admin],
+        workers=[scheduled_refit],
     )
+    app.state.segments = SegmentMap.from_file()
+    return app

@@ -1,13 +1,50 @@
-"""Scoring handler: folds touchpoints into the per-customer summary (minimal model)."""
+"""Scoring handler: per batch, the touch summary plus purchase counters and the live RFM
+population, in the consumer loop's transaction."""
 
 from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
+from services.scoring import repository
+from services.scoring.counters import PurchaseBook
+from services.scoring.rfm import RfmValues, population_deltas
 from services.scoring.tables import scoring_customers
 from shared.events import Touchpoint
 from shared.touch_summary import upsert_summaries
 
+ORDER_COMPLETED = "Order Completed"
+ORDER_REFUNDED = "Order Refunded"
+
+
+def order_id(event: Touchpoint) -> str:
+    """Segment's `order_id`; an order without one is identified by its message."""
+    value = event.properties.get("order_id")
+    return str(value) if value not in (None, "") else f"message:{event.message_id}"
+
+
+def apply_purchases(book: PurchaseBook, purchases: Sequence[Touchpoint]) -> None:
+    for event in purchases:
+        amount = event.revenue or 0.0
+        if event.event == ORDER_COMPLETED:
+            book.complete(event.customer_key, order_id(event), event.timestamp, amount)
+        else:
+            book.refund(event.customer_key, order_id(event), amount)
+
 
 def apply(session: Session, events: Sequence[Touchpoint]) -> None:
     upsert_summaries(session, scoring_customers, events)
+    purchases = [
+        e for e in events if e.type == "track" and e.event in (ORDER_COMPLETED, ORDER_REFUNDED)
+    ]
+    if not purchases:
+        return
+    book = repository.load_book(
+        session,
+        {(e.customer_key, order_id(e)) for e in purchases},
+        {(e.customer_key, e.timestamp.date()) for e in purchases if e.event == ORDER_COMPLETED},
+    )
+    before = {c: RfmValues.of(counters) for c, counters in book.counters.items()}
+    apply_purchases(book, purchases)
+    changes = [(before.get(c), RfmValues.of(counters)) for c, counters in book.counters.items()]
+    repository.save_book(session, book)
+    repository.add_to_population(session, population_deltas(changes))
