@@ -158,10 +158,11 @@ def load_counters(session: Session, customer_id: str) -> Row[Any] | None:
 def rf_cells(session: Session) -> list[tuple[date, int, int]]:
     """(last purchase day, orders, customers) over all buyers, for segment counts."""
     c = scoring_customers.c
-    utc = c.last_purchase_at
     if session.get_bind().dialect.name == "postgresql":
-        utc = func.timezone("UTC", c.last_purchase_at)  # a date in UTC, whatever the session zone
-    day = func.date(utc)
+        # the date in UTC, whatever the session's time zone
+        day = func.date(func.timezone("UTC", c.last_purchase_at))
+    else:
+        day = func.date(c.last_purchase_at)
     rows = session.execute(
         select(day, c.order_count, func.count())
         .where(c.order_count > 0)
