@@ -114,13 +114,11 @@ def mark_processed(session: Session, consumer: str, message_ids: Iterable[str]) 
     now = datetime.now(UTC)
     rows = [{"consumer": consumer, "message_id": m, "processed_at": now} for m in ids]
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    new: set[str] = set()
-    for start in range(0, len(rows), 500):
-        stmt = (
-            insert(processed_messages)
-            .values(rows[start : start + 500])
-            .on_conflict_do_nothing()
-            .returning(processed_messages.c.message_id)
-        )
-        new.update(session.execute(stmt).scalars())
-    return new
+    # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")
+    # from one cached statement; conflicting (already processed) ids return no row.
+    stmt = (
+        insert(processed_messages)
+        .on_conflict_do_nothing()
+        .returning(processed_messages.c.message_id)
+    )
+    return set(session.execute(stmt, rows).scalars())

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Row, and_, case, func, or_, select, tuple_
+from sqlalchemy import Row, and_, bindparam, case, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -97,12 +97,13 @@ def save_book(session: Session, book: PurchaseBook) -> None:
                 for (c, d), day in sorted(book.days.items())
             ],
         )
-    # The customer row exists: the touch summary of the same batch was upserted first.
-    for customer, counters in sorted(book.counters.items()):
+    # The customer rows exist: the touch summary of the same batch was upserted first.
+    if book.counters:
         session.execute(
             scoring_customers.update()
-            .where(scoring_customers.c.customer_id == customer)
-            .values(**vars(counters))
+            .where(scoring_customers.c.customer_id == bindparam("key"))
+            .values({name: bindparam(name) for name in COUNTER_COLUMNS}),
+            [{"key": c, **vars(counters)} for c, counters in sorted(book.counters.items())],
         )
 
 

@@ -1,0 +1,246 @@
+"""Scoring benchmarks, each beside its raw-Kafka baseline where there is one:
+
+1. consumer drain rate (purchase events/s) on SQLite and PostgreSQL, beside a raw kafka-python
+   consumer reading the same topic in the same run;
+2. refit time (read purchase days from the database + BG/NBD + Gamma-Gamma) for 100k and 1M
+   synthetic customers;
+3. `GET /v1/customers/{id}/scores` latency p50/p99 over HTTP.
+
+    .venv/bin/python -m bench.scoring [--events 50000] [--customers 100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.common import embedded_broker, percentile, service, service_env
+from services.scoring import handlers
+from services.scoring.model import refit
+from services.scoring.tables import scoring_customers, scoring_days
+from shared.db import make_engine, make_session_factory
+from shared.events import TOUCHPOINTS, Touchpoint
+from shared.kafka import OutgoingMessage, Publisher
+from shared.migrate import upgrade
+from shared.runtime import ConsumerService
+from shared.settings import Settings
+
+
+def purchase_events(count: int, customers: int) -> list[Touchpoint]:
+    rng = random.Random(1)
+    start = datetime(2025, 1, 1, 12, tzinfo=UTC)
+    events = []
+    for n in range(count):
+        customer = f"c{rng.randrange(customers)}"
+        at = start + timedelta(days=rng.randrange(365), minutes=rng.randrange(600))
+        events.append(
+            Touchpoint(
+                message_id=f"m{n}",
+                type="track",
+                event="Order Completed",
+                user_id=customer,
+                channel="web",
+                source="bench",
+                timestamp=at,
+                received_at=at,
+                properties={"order_id": f"o{n}", "revenue": 25.0},
+                revenue=round(rng.uniform(5, 200), 2),
+                currency="USD",
+            )
+        )
+    return events
+
+
+def raw_drain(bootstrap: str, count: int) -> float:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        TOUCHPOINTS,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{uuid.uuid4().hex}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_interval_ms=3000,
+        session_timeout_ms=3000,
+        heartbeat_interval_ms=1000,
+    )
+    seen, started = 0, None
+    while seen < count:
+        batches = consumer.poll(timeout_ms=500, max_records=500)
+        if batches and started is None:
+            started = time.perf_counter()
+        for records in batches.values():
+            seen += len(records)
+        if batches:
+            consumer.commit()  # committed per batch, as the scoring loop does
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return count / elapsed
+
+
+def scoring_drain(bootstrap: str, database_url: str, count: int) -> float:
+    settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap=bootstrap,
+        write_keys="k:bench",
+        read_tokens="r",
+        admin_token="a",
+        max_poll_interval_ms=3000,
+    )
+    consumer = ConsumerService(
+        settings, name=f"scoring-{uuid.uuid4().hex[:6]}", handler=handlers.apply
+    )
+    consumer.start()
+    started = None
+    try:
+        while True:
+            stats = consumer.loop.stats if consumer.loop else None
+            done = stats.applied + stats.duplicates if stats else 0
+            if done and started is None:
+                started = time.perf_counter() - (stats.last_batch_seconds if stats else 0)
+            if done >= count:
+                break
+            time.sleep(0.01)
+        assert started is not None
+        return count / (time.perf_counter() - started)
+    finally:
+        consumer.stop()
+
+
+def populate_days(database_url: str, customers: int) -> None:
+    """Synthetic purchase histories drawn from a BG/NBD-like process, written as purchase days."""
+    rng = np.random.default_rng(7)
+    end = date(2026, 1, 1)
+    first = rng.integers(0, 270, customers)
+    repeats = rng.negative_binomial(0.5, 0.4, customers).clip(0, 40)
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        day_rows, customer_rows = [], []
+        for i in range(customers):
+            start = end - timedelta(days=int(first[i]) + 1)
+            span = int(first[i])
+            days = sorted({0, *rng.integers(0, span + 1, int(repeats[i])).tolist()})
+            for d in days:
+                day_rows.append(
+                    {
+                        "customer_id": f"c{i}",
+                        "day": start + timedelta(days=d),
+                        "net": 30.0 + d % 17,
+                        "orders": 1,
+                    }
+                )
+            at = datetime(start.year, start.month, start.day, tzinfo=UTC)
+            customer_rows.append(
+                {
+                    "customer_id": f"c{i}",
+                    "first_seen": at,
+                    "last_seen": at,
+                    "event_count": len(days),
+                    "last_channel": "web",
+                }
+            )
+            if len(day_rows) >= 100_000:
+                conn.execute(scoring_days.insert(), day_rows)
+                day_rows = []
+        if day_rows:
+            conn.execute(scoring_days.insert(), day_rows)
+        for start_row in range(0, len(customer_rows), 100_000):
+            conn.execute(scoring_customers.insert(), customer_rows[start_row : start_row + 100_000])
+    engine.dispose()
+
+
+def refit_seconds(database_url: str) -> tuple[float, int]:
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        started = time.perf_counter()
+        row = refit(session, date(2026, 1, 1))
+        elapsed = time.perf_counter() - started
+    engine.dispose()
+    if row["error"]:
+        raise RuntimeError(row["error"])
+    return elapsed, int(row["n_customers"])
+
+
+def read_latency(
+    bootstrap: str, database_url: str, customers: int, requests: int = 2000
+) -> tuple[float, float]:
+    env = service_env(
+        bootstrap, database_url, TOUCHLINE_RUN_CONSUMER="false", TOUCHLINE_REFIT_INTERVAL_S="0"
+    )
+    with (
+        service("scoring", env, "TOUCHLINE_SCORING_PORT") as url,
+        httpx.Client(base_url=url, headers={"Authorization": "Bearer bench-read"}) as client,
+    ):
+        rng = random.Random(3)
+        latencies = []
+        for _ in range(requests):
+            path = f"/v1/customers/c{rng.randrange(customers)}/scores"
+            t0 = time.perf_counter()
+            response = client.get(path)
+            latencies.append(time.perf_counter() - t0)
+            assert response.status_code == 200, response.text
+    return percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--customers", default="100000,1000000")
+    parser.add_argument("--postgres", action="store_true", help="also drain into PostgreSQL")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="touchline-bench-"))
+
+    events = purchase_events(args.events, customers=args.events // 5)
+    with embedded_broker() as broker:
+        publisher = Publisher(broker.bootstrap, client_id="bench", timeout_s=60)
+        messages = [OutgoingMessage(TOUCHPOINTS, e.customer_key, e.to_json()) for e in events]
+        for start in range(0, len(messages), 5000):
+            publisher.publish(messages[start : start + 5000])
+        publisher.close()
+
+        raw = raw_drain(broker.bootstrap, len(events))
+        print(f"raw kafka-python consumer      : {raw:>9.0f} events/s")
+        sqlite_url = f"sqlite:///{work / 'drain.db'}"
+        upgrade(sqlite_url)
+        sqlite_rate = scoring_drain(broker.bootstrap, sqlite_url, len(events))
+        print(
+            f"scoring consumer, SQLite       : {sqlite_rate:>9.0f} events/s  (ratio {sqlite_rate / raw:.2f})"
+        )
+        if args.postgres:
+            from tests.support.postgres import PostgresCluster, find_pg_bin
+
+            bin_dir = find_pg_bin()
+            assert bin_dir is not None, "PostgreSQL server binaries not found"
+            cluster = PostgresCluster(bin_dir)
+            cluster.start()
+            try:
+                pg_url = cluster.create_database("bench")
+                upgrade(pg_url)
+                pg_rate = scoring_drain(broker.bootstrap, pg_url, len(events))
+                print(
+                    f"scoring consumer, PostgreSQL   : {pg_rate:>9.0f} events/s  (ratio {pg_rate / raw:.2f})"
+                )
+            finally:
+                cluster.stop()
+
+        for size in (int(s) for s in args.customers.split(",")):
+            url = f"sqlite:///{work / f'refit-{size}.db'}"
+            upgrade(url)
+            populate_days(url, size)
+            seconds, n = refit_seconds(url)
+            print(f"refit, {n:>9,} customers (SQLite): {seconds:6.1f} s")
+            p50, p99 = read_latency(broker.bootstrap, url, size)
+            print(f"scores read, {size:>9,} customers: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
