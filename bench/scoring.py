@@ -213,7 +213,8 @@ def main() -> None:
         upgrade(sqlite_url)
         sqlite_rate = scoring_drain(broker.bootstrap, sqlite_url, len(events))
         print(
-            f"scoring consumer, SQLite       : {sqlite_rate:>9.0f} events/s  (ratio {sqlite_rate / raw:.2f})"
+            f"scoring consumer, SQLite       : {sqlite_rate:>9.0f} events/s "
+            f"(ratio {sqlite_rate / raw:.2f})"
         )
         if args.postgres:
             from tests.support.postgres import PostgresCluster, find_pg_bin
@@ -227,7 +228,8 @@ def main() -> None:
                 upgrade(pg_url)
                 pg_rate = scoring_drain(broker.bootstrap, pg_url, len(events))
                 print(
-                    f"scoring consumer, PostgreSQL   : {pg_rate:>9.0f} events/s  (ratio {pg_rate / raw:.2f})"
+                    f"scoring consumer, PostgreSQL   : {pg_rate:>9.0f} events/s "
+                    f"(ratio {pg_rate / raw:.2f})"
                 )
             finally:
                 cluster.stop()
