@@ -3,13 +3,13 @@
 import subprocess
 import sys
 
-BENCHMARKS = ["bench.ingest"]
+BENCHMARKS = [["bench.ingest"], ["bench.scoring", "--postgres"]]
 
 
 def main() -> int:
-    for module in BENCHMARKS:
+    for module, *args in BENCHMARKS:
         print(f"== {module}", flush=True)
-        subprocess.run([sys.executable, "-m", module], check=True)
+        subprocess.run([sys.executable, "-m", module, *args], check=True)
     return 0
 
 

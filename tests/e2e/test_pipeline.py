@@ -3,68 +3,19 @@ consumers -> both query APIs, then a clean Ctrl-C."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from shared.broker import free_port
 from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY
+from tests.e2e.conftest import TOUCHLINE, Stack, ready
 from tests.support.pipeline import wait_for
 
 pytestmark = pytest.mark.e2e
-TOUCHLINE = str(Path(sys.executable).parent / "touchline")
-
-
-class Stack:
-    def __init__(self, tmp_path: Path) -> None:
-        self.ports = {name: free_port() for name in ("BROKER", "INGEST", "LIFECYCLE", "SCORING")}
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")},
-            "TOUCHLINE_DATA_DIR": str(tmp_path / "var"),
-            **{f"TOUCHLINE_{name}_PORT": str(port) for name, port in self.ports.items()},
-        }
-        self.output = tmp_path / "up.out"
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    def start(self) -> subprocess.Popen[bytes]:
-        with self.output.open("wb") as out:
-            return subprocess.Popen(
-                [TOUCHLINE, "up"], env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-
-
-def ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[Stack, subprocess.Popen[bytes]]]:
-    s = Stack(tmp_path)
-    process = s.start()
-    try:
-        wait_for(
-            lambda: process.poll() is None and "Ctrl-C" in s.output.read_text(),
-            bool,
-            120,
-            "touchline up to print its banner",
-        )
-        yield s, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_event_flows_from_ingest_to_both_query_apis_and_ctrl_c_stops_everything(
