@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, func, or_, select, tuple_
+from sqlalchemy import Row, and_, bindparam, case, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -51,23 +51,29 @@ def load_book(
         )
         for row in rows:
             counters[row.customer_id] = Counters(*row[1:])
+    # Selected by customer (an index prefix on both databases; row-value IN lists are slow on
+    # PostgreSQL), then narrowed to the keys this batch can change.
     orders: dict[tuple[str, str], Order] = {}
-    for chunk in _chunks(sorted(order_keys)):
-        key = tuple_(scoring_orders.c.customer_id, scoring_orders.c.order_id)
-        for row in session.execute(select(scoring_orders).where(key.in_(chunk))):
-            orders[(row.customer_id, row.order_id)] = Order(
-                row.completed_at, row.amount, row.refunded
-            )
+    for chunk in _chunks(customers):
+        for row in session.execute(
+            select(scoring_orders).where(scoring_orders.c.customer_id.in_(chunk))
+        ):
+            if (row.customer_id, row.order_id) in order_keys:
+                orders[(row.customer_id, row.order_id)] = Order(
+                    row.completed_at, row.amount, row.refunded
+                )
     days_needed = set(event_days) | {
         (customer, order.completed_at.date())
         for (customer, _), order in orders.items()
         if order.completed_at is not None
     }
     days: dict[tuple[str, date], Day] = {}
-    for chunk in _chunks(sorted(days_needed)):
-        key = tuple_(scoring_days.c.customer_id, scoring_days.c.day)
-        for row in session.execute(select(scoring_days).where(key.in_(chunk))):
-            days[(row.customer_id, row.day)] = Day(row.net, row.orders)
+    for chunk in _chunks(customers):
+        for row in session.execute(
+            select(scoring_days).where(scoring_days.c.customer_id.in_(chunk))
+        ):
+            if (row.customer_id, row.day) in days_needed:
+                days[(row.customer_id, row.day)] = Day(row.net, row.orders)
     return PurchaseBook(counters, orders, days)
 
 
