@@ -18,6 +18,7 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -34,13 +35,31 @@ from shared.runtime import ConsumerService
 from shared.settings import Settings
 
 
-def purchase_events(count: int, customers: int) -> list[Touchpoint]:
+def purchase_events(count: int, customers: int, purchase_share: float = 1.0) -> list[Touchpoint]:
+    """`count` events of which `purchase_share` are orders, the rest page views."""
     rng = random.Random(1)
     start = datetime(2025, 1, 1, 12, tzinfo=UTC)
     events = []
     for n in range(count):
         customer = f"c{rng.randrange(customers)}"
         at = start + timedelta(days=rng.randrange(365), minutes=rng.randrange(600))
+        if rng.random() >= purchase_share:
+            events.append(
+                Touchpoint(
+                    message_id=f"m{n}",
+                    type="page",
+                    event="Pricing",
+                    user_id=customer,
+                    channel="web",
+                    source="bench",
+                    timestamp=at,
+                    received_at=at,
+                    context={
+                        "page": {"path": "/pricing", "url": "https://shop.example.com/pricing"}
+                    },
+                )
+            )
+            continue
         events.append(
             Touchpoint(
                 message_id=f"m{n}",
@@ -191,6 +210,28 @@ def read_latency(
     return percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
 
 
+def drain_all(
+    bootstrap: str, name: str, events: list[Touchpoint], work: Path, cluster: Any
+) -> None:
+    """Publish the workload, then drain it with a raw consumer and into each database."""
+    publisher = Publisher(bootstrap, client_id="bench", timeout_s=60)
+    messages = [OutgoingMessage(TOUCHPOINTS, e.customer_key, e.to_json()) for e in events]
+    for start in range(0, len(messages), 5000):
+        publisher.publish(messages[start : start + 5000])
+    publisher.close()
+    total = len(events)
+    raw = raw_drain(bootstrap, total)
+    print(f"[{name}] raw kafka-python consumer   : {raw:>9.0f} events/s")
+    databases = {"SQLite": f"sqlite:///{work / f'drain-{uuid.uuid4().hex[:6]}.db'}"}
+    if cluster is not None:
+        databases["PostgreSQL"] = cluster.create_database(f"drain_{uuid.uuid4().hex[:6]}")
+    for label, url in databases.items():
+        upgrade(url)
+        rate = scoring_drain(bootstrap, url, total)
+        ratio = rate / raw
+        print(f"[{name}] scoring consumer, {label:<10}: {rate:>9.0f} events/s (ratio {ratio:.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=50_000)
@@ -199,41 +240,27 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="touchline-bench-"))
 
-    events = purchase_events(args.events, customers=args.events // 5)
+    workloads = {
+        "orders only": purchase_events(args.events, args.events // 5),
+        "10% orders": purchase_events(args.events, args.events // 5, purchase_share=0.1),
+    }
+    cluster = None
+    if args.postgres:
+        from tests.support.postgres import PostgresCluster, find_pg_bin
+
+        bin_dir = find_pg_bin()
+        assert bin_dir is not None, "PostgreSQL server binaries not found"
+        cluster = PostgresCluster(bin_dir)
+        cluster.start()
+    try:
+        for name, events in workloads.items():
+            with embedded_broker() as broker:  # a broker per workload: the topic holds only it
+                drain_all(broker.bootstrap, name, events, work, cluster)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
     with embedded_broker() as broker:
-        publisher = Publisher(broker.bootstrap, client_id="bench", timeout_s=60)
-        messages = [OutgoingMessage(TOUCHPOINTS, e.customer_key, e.to_json()) for e in events]
-        for start in range(0, len(messages), 5000):
-            publisher.publish(messages[start : start + 5000])
-        publisher.close()
-
-        raw = raw_drain(broker.bootstrap, len(events))
-        print(f"raw kafka-python consumer      : {raw:>9.0f} events/s")
-        sqlite_url = f"sqlite:///{work / 'drain.db'}"
-        upgrade(sqlite_url)
-        sqlite_rate = scoring_drain(broker.bootstrap, sqlite_url, len(events))
-        print(
-            f"scoring consumer, SQLite       : {sqlite_rate:>9.0f} events/s "
-            f"(ratio {sqlite_rate / raw:.2f})"
-        )
-        if args.postgres:
-            from tests.support.postgres import PostgresCluster, find_pg_bin
-
-            bin_dir = find_pg_bin()
-            assert bin_dir is not None, "PostgreSQL server binaries not found"
-            cluster = PostgresCluster(bin_dir)
-            cluster.start()
-            try:
-                pg_url = cluster.create_database("bench")
-                upgrade(pg_url)
-                pg_rate = scoring_drain(broker.bootstrap, pg_url, len(events))
-                print(
-                    f"scoring consumer, PostgreSQL   : {pg_rate:>9.0f} events/s "
-                    f"(ratio {pg_rate / raw:.2f})"
-                )
-            finally:
-                cluster.stop()
-
         for size in (int(s) for s in args.customers.split(",")):
             url = f"sqlite:///{work / f'refit-{size}.db'}"
             upgrade(url)

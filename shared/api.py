@@ -6,7 +6,8 @@ import hmac
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -68,3 +69,15 @@ def health_router(readiness: Callable[[Request], dict[str, bool]]) -> APIRouter:
         )
 
     return router
+
+
+def answer_bad_parameters_with_400(app: FastAPI) -> None:
+    """Bad query or body parameters: 400 with one readable sentence per problem."""
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in error['loc'] if p != 'body')}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=400)

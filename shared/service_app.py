@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy.orm import Session
 
-from shared.api import health_router
+from shared.api import answer_bad_parameters_with_400, health_router
 from shared.consumer_loop import Handler
 from shared.runtime import ConsumerService
 from shared.settings import Settings
@@ -51,6 +51,7 @@ def create_consumer_app(
 
     app = FastAPI(title=title, version="1", lifespan=lifespan)
     app.state.settings = settings
+    answer_bad_parameters_with_400(app)
     app.include_router(health_router(lambda request: request.app.state.service.readiness()))
     for router in routers:
         app.include_router(router)

@@ -134,9 +134,16 @@ def test_purchases_counters_rfm_and_segments(own_broker: EmbeddedBroker, db_url:
         assert client.get(f"/v1/customers/{run}-nobody/scores", headers=READ).status_code == 404
         assert client.get(f"/v1/customers/{loyal}/scores").status_code == 401
         bad = client.get(f"/v1/customers/{loyal}/scores?as_of=yesterday", headers=READ)
-        assert bad.status_code == 422
+        assert bad.status_code == 400
+        assert "as_of" in bad.json()["detail"]
         assert client.get("/v1/model", headers=READ).status_code == 404
         assert client.post("/v1/model/refit", headers=READ).status_code == 403
+        # Five buyers cannot support a fit: the refit says so and predictions stay null.
+        failed = client.post("/v1/model/refit", headers=ADMIN)
+        assert failed.status_code == 200
+        assert failed.json()["status"] == "failed" and "at least" in failed.json()["error"]
+        value = client.get(f"/v1/customers/{loyal}/scores", headers=READ).json()["value"]
+        assert value["model_status"] == "not_fitted" and value["p_alive"] is None
 
 
 def test_cdnow_refit_reproduces_the_published_model(
@@ -178,3 +185,58 @@ def test_cdnow_refit_reproduces_the_published_model(
         assert 0 < body["value"]["p_alive"] <= 1
         assert body["value"]["expected_purchases"] > 0
         assert body["value"]["predicted_clv"] > 0
+
+
+def test_two_scoring_instances_share_one_population(
+    own_broker: EmbeddedBroker, db_url: str
+) -> None:
+    rows = [t for t in cdnow_events.calibration() if t.day.month <= 2]
+    events = cdnow_events.touchpoints(rows, prefix=uuid.uuid4().hex[:6])
+    buyers = len({e.user_id for e in events})
+    settings = settings_for(own_broker.bootstrap, db_url)
+    one = ConsumerService(settings, name="scoring", handler=handlers.apply)
+    two = ConsumerService(settings, name="scoring", handler=handlers.apply)
+    one.start()
+    two.start()
+    try:
+        wait_for(lambda: bool(one.loop and two.loop), bool, 30, "both members to join")
+        publish(own_broker.bootstrap, events)
+        wait_for(
+            lambda: sum(s.loop.stats.applied for s in (one, two) if s.loop),
+            lambda n: n >= len(events),
+            120,
+            "every event applied",
+        )
+        assert one.loop is not None and two.loop is not None
+        assert one.loop.stats.applied > 0 and two.loop.stats.applied > 0
+    finally:
+        one.stop()
+        two.stop()
+    api_settings = settings_for(
+        own_broker.bootstrap, db_url, run_consumer=False, refit_interval_s=0
+    )
+    with TestClient(create_app(api_settings)) as client:
+        segments = client.get("/v1/segments", headers=READ).json()
+        assert segments["scored_customers"] == buyers
+        some = events[0].user_id
+        rfm = client.get(f"/v1/customers/{some}/scores", headers=READ).json()["rfm"]
+        assert 1 <= rfm["r"] <= 5 and 1 <= rfm["f"] <= 5
+
+
+def test_scheduled_refit_stores_a_model(own_broker: EmbeddedBroker, sqlite_url: str) -> None:
+    events = cdnow_events.touchpoints(cdnow_events.calibration(), prefix=uuid.uuid4().hex[:6])
+    publish(own_broker.bootstrap, events)
+    with scoring(own_broker.bootstrap, sqlite_url) as (consumer, _):
+        drained(consumer, len(events))
+    settings = settings_for(
+        own_broker.bootstrap, sqlite_url, run_consumer=False, refit_interval_s=0.5
+    )
+    with TestClient(create_app(settings)) as client:
+        model = wait_for(
+            lambda: client.get("/v1/model", headers=READ),
+            lambda response: response.status_code == 200,
+            60,
+            "the scheduled refit",
+        ).json()
+        assert model["status"] == "fitted"
+        assert model["n_customers"] == 2357
