@@ -32,11 +32,11 @@ def apply_purchases(book: PurchaseBook, purchases: Sequence[Touchpoint]) -> None
 
 
 def apply(session: Session, events: Sequence[Touchpoint]) -> None:
-    upsert_summaries(session, scoring_customers, events)
     purchases = [
         e for e in events if e.type == "track" and e.event in (ORDER_COMPLETED, ORDER_REFUNDED)
     ]
     if not purchases:
+        upsert_summaries(session, scoring_customers, events)
         return
     book = repository.load_book(
         session,
@@ -46,5 +46,7 @@ def apply(session: Session, events: Sequence[Touchpoint]) -> None:
     before = {c: RfmValues.of(counters) for c, counters in book.counters.items()}
     apply_purchases(book, purchases)
     changes = [(before.get(c), RfmValues.of(counters)) for c, counters in book.counters.items()]
+    counters = {c: vars(counters) for c, counters in book.counters.items()}
+    upsert_summaries(session, scoring_customers, events, extra=counters)
     repository.save_book(session, book)
     repository.add_to_population(session, population_deltas(changes))

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, func, or_, select
+from sqlalchemy import Row, and_, case, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -78,6 +78,7 @@ def load_book(
 
 
 def save_book(session: Session, book: PurchaseBook) -> None:
+    """Write the orders and days; the counters go with the customer's touch summary upsert."""
     insert = _insert(session)
     if book.orders:
         stmt = insert(scoring_orders)
@@ -102,14 +103,6 @@ def save_book(session: Session, book: PurchaseBook) -> None:
                 {"customer_id": c, "day": d, **vars(day)}
                 for (c, d), day in sorted(book.days.items())
             ],
-        )
-    # The customer rows exist: the touch summary of the same batch was upserted first.
-    if book.counters:
-        session.execute(
-            scoring_customers.update()
-            .where(scoring_customers.c.customer_id == bindparam("key"))
-            .values({name: bindparam(name) for name in COUNTER_COLUMNS}),
-            [{"key": c, **vars(counters)} for c, counters in sorted(book.counters.items())],
         )
 
 
