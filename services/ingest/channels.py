@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,10 +22,11 @@ class ChannelRulesError(ValueError):
     """The rules file is not valid; the message says where and why."""
 
 
-def field(event: Event, dotted: str) -> Any:
+def field(event: Event, path: tuple[str, ...]) -> Any:
+    """The value at a field path split on dots (`("context", "page", "referrer")`), or None."""
     value: Any = event
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping):
+    for part in path:
+        if not isinstance(value, dict):
             return None
         value = value.get(part)
     return value
@@ -55,24 +57,31 @@ def _condition(spec: Mapping[str, Any], where: str) -> Condition:
         types = strings("type_in")
         return lambda kind, e: kind in types
     if "domain_field" in spec:
-        path, domains = spec["domain_field"], strings("domains")
+        path, domains = _path(spec["domain_field"], where), strings("domains")
 
         def in_domains(kind: str, e: Event) -> bool:
-            host = _host(field(e, path))
-            return bool(host) and (host in domains or any(host.endswith("." + d) for d in domains))
+            # the host or any parent domain of it (m.facebook.com -> facebook.com) is listed
+            labels = _host(field(e, path)).split(".")
+            return any(".".join(labels[i:]) in domains for i in range(len(labels) - 1))
 
         return in_domains
     if "field" in spec:
-        path = spec["field"]
+        path = _path(spec["field"], where)
         if "in" in spec:
             allowed = strings("in")
             return lambda kind, e: _lower(field(e, path)) in allowed
         if "contains" in spec:
-            parts = strings("contains")
-            return lambda kind, e: any(p in _lower(field(e, path)) for p in parts)
+            pattern = re.compile("|".join(re.escape(p) for p in sorted(strings("contains"))))
+            return lambda kind, e: pattern.search(_lower(field(e, path))) is not None
         if spec.get("present") is True:
             return lambda kind, e: field(e, path) not in (None, "", {}, [])
     raise ChannelRulesError(f"{where}: unknown condition {dict(spec)!r}")
+
+
+def _path(dotted: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(dotted, str) or not dotted:
+        raise ChannelRulesError(f"{where}: a field must be a dotted path such as context.app.name")
+    return tuple(dotted.split("."))
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,7 @@ class Rule:
     name: str
     channel: str | None  # None: take the channel from `from_fields`
     conditions: tuple[Condition, ...] = ()
-    from_fields: tuple[str, ...] = ()
+    from_fields: tuple[tuple[str, ...], ...] = ()
 
     def match(self, kind: str, event: Event) -> str | None:
         if self.channel is None:
@@ -89,7 +98,10 @@ class Rule:
                 if value in CHANNELS:
                     return value
             return None
-        return self.channel if any(c(kind, event) for c in self.conditions) else None
+        for condition in self.conditions:
+            if condition(kind, event):
+                return self.channel
+        return None
 
 
 class ChannelClassifier:
@@ -126,7 +138,7 @@ def parse_rules(data: Mapping[str, Any], source: str = "rules") -> list[Rule]:
             fields = item["from_fields"]
             if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
                 raise ChannelRulesError(f"{where}: `from_fields` must be a list of field paths")
-            rules.append(Rule(name, None, from_fields=tuple(fields)))
+            rules.append(Rule(name, None, from_fields=tuple(_path(f, where) for f in fields)))
             continue
         channel = item.get("channel")
         if channel not in CHANNELS:
