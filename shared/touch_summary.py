@@ -19,6 +19,9 @@ from sqlalchemy.orm import Session
 from shared.events import Touchpoint
 
 
+SUMMARY_COLUMNS = ("customer_id", "first_seen", "last_seen", "event_count", "last_channel")
+
+
 @dataclass
 class TouchSummary:
     first_seen: datetime
@@ -68,9 +71,6 @@ def upsert_summaries(
     for rows in (plain, extended):
         if rows:
             session.execute(_upsert(session, table, set(rows[0]) - set(SUMMARY_COLUMNS)), rows)
-
-
-SUMMARY_COLUMNS = ("customer_id", "first_seen", "last_seen", "event_count", "last_channel")
 
 
 def _upsert(session: Session, table: Table, overwrite: set[str]) -> Any:

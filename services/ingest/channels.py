@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.datafiles import read_toml
 from shared.events import CHANNELS
 
 DEFAULT_RULES = Path(__file__).with_name("channel_rules.toml")
@@ -110,10 +110,7 @@ class ChannelClassifier:
 
     @classmethod
     def from_file(cls, path: Path = DEFAULT_RULES) -> ChannelClassifier:
-        try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ChannelRulesError(f"cannot read channel rules {path}: {exc}") from exc
+        data = read_toml(path, "channel rules", ChannelRulesError)
         return cls(parse_rules(data, str(path)))
 
     def classify(self, kind: str, event: Event) -> str:

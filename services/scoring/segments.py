@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
+
+from shared.datafiles import read_toml
 
 DEFAULT_MAP = Path(__file__).with_name("segments.toml")
 SCORES = range(1, 6)
@@ -21,11 +22,7 @@ class SegmentMap:
 
     @classmethod
     def from_file(cls, path: Path = DEFAULT_MAP) -> SegmentMap:
-        try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SegmentMapError(f"cannot read segment map {path}: {exc}") from exc
-        return cls.parse(data, str(path))
+        return cls.parse(read_toml(path, "segment map", SegmentMapError), str(path))
 
     @classmethod
     def parse(cls, data: dict[str, Any], source: str = "segments") -> SegmentMap:
