@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from shared.events import Touchpoint
 
-
 SUMMARY_COLUMNS = ("customer_id", "first_seen", "last_seen", "event_count", "last_channel")
 
 
