@@ -119,6 +119,13 @@ def database_reachable(engine: Engine) -> bool:
         return False
 
 
+def upsert_into(session: Session, table: Table) -> Any:
+    """`INSERT INTO table` in the session's dialect, with `.on_conflict_do_*` and `.excluded`
+    (SQLite and PostgreSQL spell upserts the same way, through different constructs)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return insert(table)
+
+
 def mark_processed(session: Session, consumer: str, message_ids: Iterable[str]) -> set[str]:
     """Atomically record message ids as processed by `consumer`; return those that were new.
 
@@ -130,11 +137,10 @@ def mark_processed(session: Session, consumer: str, message_ids: Iterable[str]) 
         return set()
     now = datetime.now(UTC)
     rows = [{"consumer": consumer, "message_id": m, "processed_at": now} for m in ids]
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")
     # from one cached statement; conflicting (already processed) ids return no row.
     stmt = (
-        insert(processed_messages)
+        upsert_into(session, processed_messages)
         .on_conflict_do_nothing()
         .returning(processed_messages.c.message_id)
     )

@@ -12,10 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, case
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from shared.db import upsert_into
 from shared.events import Touchpoint
 
 SUMMARY_COLUMNS = ("customer_id", "first_seen", "last_seen", "event_count", "last_channel")
@@ -73,8 +72,7 @@ def upsert_summaries(
 
 
 def _upsert(session: Session, table: Table, overwrite: set[str]) -> Any:
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(table)
+    stmt = upsert_into(session, table)
     new, old = stmt.excluded, table.c
     newer = (new.last_seen > old.last_seen) | (
         (new.last_seen == old.last_seen) & (new.last_channel > old.last_channel)

@@ -8,8 +8,6 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import Row, and_, case, func, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from services.scoring.counters import Counters, Day, Order, PurchaseBook
@@ -21,13 +19,10 @@ from services.scoring.tables import (
     scoring_orders,
     scoring_population,
 )
+from shared.db import upsert_into
 
 COUNTER_COLUMNS = tuple(Counters.__dataclass_fields__)
 CHUNK = 500
-
-
-def _insert(session: Session) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def _chunks(items: list[Any]) -> Iterable[list[Any]]:
@@ -79,9 +74,8 @@ def load_book(
 
 def save_book(session: Session, book: PurchaseBook) -> None:
     """Write the orders and days; the counters go with the customer's touch summary upsert."""
-    insert = _insert(session)
     if book.orders:
-        stmt = insert(scoring_orders)
+        stmt = upsert_into(session, scoring_orders)
         session.execute(
             stmt.on_conflict_do_update(
                 index_elements=[scoring_orders.c.customer_id, scoring_orders.c.order_id],
@@ -93,7 +87,7 @@ def save_book(session: Session, book: PurchaseBook) -> None:
             ],
         )
     if book.days:
-        stmt = insert(scoring_days)
+        stmt = upsert_into(session, scoring_days)
         session.execute(
             stmt.on_conflict_do_update(
                 index_elements=[scoring_days.c.customer_id, scoring_days.c.day],
@@ -110,7 +104,7 @@ def add_to_population(session: Session, deltas: Mapping[tuple[str, int], int]) -
     """Apply histogram deltas as atomic increments (sorted, so instances lock rows in order)."""
     if not deltas:
         return
-    stmt = _insert(session)(scoring_population)
+    stmt = upsert_into(session, scoring_population)
     session.execute(
         stmt.on_conflict_do_update(
             index_elements=[scoring_population.c.dimension, scoring_population.c.value],
