@@ -11,6 +11,11 @@ TOUCHPOINTS = "touchpoints.v1"
 REJECTED = "touchpoints.rejected.v1"
 STAGE_CHANGES = "lifecycle.stage-changes.v1"
 
+# Segment e-commerce spec: the purchase events every consumer reads.
+ORDER_COMPLETED = "Order Completed"
+ORDER_REFUNDED = "Order Refunded"
+PURCHASE_EVENTS = frozenset({ORDER_COMPLETED, ORDER_REFUNDED})
+
 CHANNELS = ("web", "email", "mobile", "social", "other")
 Channel = Literal["web", "email", "mobile", "social", "other"]
 EventType = Literal["track", "identify", "page", "screen", "group", "alias"]
@@ -59,6 +64,17 @@ class Touchpoint(BaseModel):
         assert key is not None
         return key
 
+    @property
+    def purchase(self) -> str | None:
+        """ORDER_COMPLETED or ORDER_REFUNDED for a purchase event, else None."""
+        return self.event if self.type == "track" and self.event in PURCHASE_EVENTS else None
+
+    @property
+    def order_id(self) -> str:
+        """Segment's `order_id`; an order without one is identified by its message."""
+        value = self.properties.get("order_id")
+        return str(value) if value not in (None, "") else f"message:{self.message_id}"
+
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
@@ -95,3 +111,28 @@ class DeadLetter(BaseModel):
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+class StageChange(BaseModel):
+    """A lifecycle transition on `lifecycle.stage-changes.v1`, keyed by customer id.
+
+    kind: `stage` (entered `to_stage`), `reactivated` (a win-back purchase: lapsed -> active) or
+    `reset` (an admin moved the customer). Published only after the transition was committed,
+    at least once: consumers deduplicate by `transition_id`.
+    """
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    schema_version: Literal[1] = Field(default=1, alias="schema")
+    transition_id: str
+    customer_id: str
+    kind: Literal["stage", "reactivated", "reset"]
+    from_stage: str | None
+    to_stage: str
+    at: datetime
+    channel: str | None  # the channel of the triggering touch (last-touch credit)
+    message_id: str | None  # the triggering message
+    recorded_at: datetime
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,31 +18,51 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+Worker = Callable[["ConsumerService", threading.Event], None]
+"""A background job of a service (scheduled refit, outbox relay), run until the event is set."""
+
 
 class ConsumerService:
-    """Builds what a consumer needs and runs THE loop in a background thread.
+    """Builds what a consumer needs and runs THE loop and the service's workers in background
+    threads.
 
     `stop()` lets the current batch finish (DB commit, then offset commit) before returning.
     """
 
-    def __init__(self, settings: Settings, *, name: str, handler: Handler) -> None:
+    def __init__(
+        self, settings: Settings, *, name: str, handler: Handler, workers: Sequence[Worker] = ()
+    ) -> None:
         self.settings = settings
         self.name = name
         self.engine: Engine = make_engine(settings.database_url)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
         self._handler = handler
+        self._workers = workers
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.loop: ConsumerLoop | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"{self.name}-consumer", daemon=True)
-        self._thread.start()
+    def start(self, consume: bool = True) -> None:
+        """Start the workers, and the consumer loop unless `consume` is false (API only)."""
+        if consume:
+            self._thread = threading.Thread(
+                target=self._run, name=f"{self.name}-consumer", daemon=True
+            )
+            self._threads.append(self._thread)
+        self._threads += [
+            threading.Thread(
+                target=w, args=(self, self._stop), name=f"{self.name}-job", daemon=True
+            )
+            for w in self._workers
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        for thread in self._threads:
+            thread.join(timeout_s)
         self.engine.dispose()
 
     def request_stop(self) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -12,11 +11,8 @@ from sqlalchemy.orm import Session
 
 from shared.api import answer_bad_parameters_with_400, health_router
 from shared.consumer_loop import Handler
-from shared.runtime import ConsumerService
+from shared.runtime import ConsumerService, Worker
 from shared.settings import Settings
-
-Worker = Callable[[ConsumerService, threading.Event], None]
-"""A background job of the service (e.g. a scheduled refit), run until the event is set."""
 
 
 def create_consumer_app(
@@ -30,23 +26,12 @@ def create_consumer_app(
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = ConsumerService(settings, name=name, handler=handler)
+        service = ConsumerService(settings, name=name, handler=handler, workers=workers)
         app.state.service = service
-        stop = threading.Event()
-        threads = [
-            threading.Thread(target=worker, args=(service, stop), daemon=True, name=f"{name}-job")
-            for worker in workers
-        ]
-        if settings.run_consumer:
-            service.start()
-        for thread in threads:
-            thread.start()
+        service.start(consume=settings.run_consumer)
         try:
             yield
         finally:
-            stop.set()
-            for thread in threads:
-                thread.join(30)
             service.stop()
 
     app = FastAPI(title=title, version="1", lifespan=lifespan)

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     rate_limit_burst: float = Field(default=25_000.0, gt=0)
     cors_origins: str = "*"
 
+    # lifecycle: the stage model file (default: the packaged services/lifecycle/stages.toml)
+    stage_model: Path | None = None
+    attribution_lookback_days: int = Field(default=30, ge=1)
+    touch_path_limit: int = Field(default=50, ge=2)  # touches kept per transition
+    outbox_interval_s: float = Field(default=0.2, gt=0)  # relay poll when the outbox is empty
+
     # scoring: value models
     refit_interval_s: float = Field(default=3600.0, ge=0)  # 0: refit only on demand
     value_horizon_days: int = Field(default=365, ge=1)

@@ -10,7 +10,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from services.ingest.channels import ChannelClassifier
-from shared.events import Channel, EventType, Touchpoint
+from shared.events import PURCHASE_EVENTS, Channel, EventType, Touchpoint
 
 EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 # Ids that SDKs and careless integrations send when they have none: never a real customer.
@@ -24,7 +24,6 @@ JUNK_IDS = frozenset(
 MAX_MESSAGE_ID = 100
 MAX_EVENT_BYTES = 32 * 1024
 FUTURE_LIMIT = timedelta(hours=23)
-PURCHASE_EVENTS = frozenset({"Order Completed", "Order Refunded"})
 
 
 class Rejected(Exception):

@@ -1,43 +1,280 @@
-"""Lifecycle service: consumer of touchpoints.v1 plus the customer query API (:8001)."""
+"""Lifecycle service (:8001): the consumer of touchpoints.v1, the outbox relay, and the API to ask
+where a customer is in their lifecycle, since when, and how they got there."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, HTTPException
-from pydantic import BaseModel
+from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
 
-from services.lifecycle import handlers
-from services.lifecycle.tables import lifecycle_customers
-from shared.api import ReadAccess
-from shared.service_app import DbSession, create_consumer_app
+from services.lifecycle import repository
+from services.lifecycle.handlers import LifecycleEngine, UnknownCustomer, build_engine
+from services.lifecycle.journey import RESET, STAGE
+from services.lifecycle.outbox import relay
+from services.lifecycle.stages import status
+from services.lifecycle.tables import lifecycle_customers, lifecycle_transitions
+from shared.api import AdminAccess, ReadAccess
+from shared.service_app import DbSession, WriteSession, create_consumer_app
 from shared.settings import Settings
-from shared.touch_summary import load_summary
 
-router = APIRouter(prefix="/v1", dependencies=[ReadAccess], tags=["customers"])
+reads = APIRouter(prefix="/v1", dependencies=[ReadAccess], tags=["customers"])
+admin = APIRouter(prefix="/v1", dependencies=[AdminAccess], tags=["admin"])
+
+AsOf = Annotated[
+    datetime | None,
+    Query(description="Answer as of this time (ISO 8601; default now)"),
+]
+
+
+class Counters(BaseModel):
+    events: int
+    orders: int
+    revenue: float
 
 
 class Customer(BaseModel):
     customer_id: str
-    first_seen: datetime
-    last_seen: datetime
-    event_count: int
-    last_channel: str
+    known: bool = Field(description="identified by a userId")
+    ids: list[str] = Field(description="every id merged into this customer")
+    stage: str
+    stage_entered_at: datetime
+    status: str = Field(description="active, at_risk or lapsed as of `as_of`")
+    first_touch_channel: str
+    first_touch_at: datetime
+    last_touch_at: datetime
+    last_order_at: datetime | None
+    counters: Counters
+    as_of: datetime
 
 
-@router.get("/customers/{customer_id}", response_model=Customer)
-def get_customer(customer_id: str, session: DbSession) -> Customer:
-    row = load_summary(session, lifecycle_customers, customer_id)
-    if row is None:
-        raise HTTPException(404, detail=f"unknown customer {customer_id!r}")
-    return Customer.model_validate(row)
+class PathTouch(BaseModel):
+    at: datetime
+    channel: str
+
+
+class JourneyStep(BaseModel):
+    id: str
+    kind: str = Field(description="stage, reactivated (a win-back) or reset (by an admin)")
+    from_stage: str | None
+    to_stage: str
+    at: datetime
+    channel: str | None
+    message_id: str | None
+    touch_path: list[PathTouch]
+    recorded_at: datetime
+    note: str | None
+
+
+class Journey(BaseModel):
+    customer_id: str
+    ids: list[str]
+    transitions: list[JourneyStep]
+
+
+class StageCount(BaseModel):
+    stage: str
+    customers: int = Field(description="customers in this stage now")
+    entered: int = Field(description="entries into this stage between since and until")
+
+
+class Stages(BaseModel):
+    as_of: datetime
+    since: datetime | None
+    until: datetime | None
+    stages: list[StageCount]
+    statuses: dict[str, int]
+
+
+class ResetRequest(BaseModel):
+    stage: str
+    note: str | None = Field(default=None, max_length=2000)
+
+
+def _engine(request: Request) -> LifecycleEngine:
+    engine: LifecycleEngine = request.app.state.engine
+    return engine
+
+
+def _aware(value: datetime | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _customer_id(session: Session, any_id: str) -> str:
+    customer = repository.customer_of(session, any_id)
+    if customer is None:
+        raise HTTPException(404, detail=f"unknown customer {any_id!r}")
+    return customer
+
+
+@reads.get("/customers/{customer_id}", response_model=Customer)
+def get_customer(
+    customer_id: str, request: Request, session: DbSession, as_of: AsOf = None
+) -> Customer:
+    """A customer by any of their ids: stage, status and counters, now or as of a past time."""
+    engine = _engine(request)
+    canonical = _customer_id(session, customer_id)
+    profile = repository.load_profiles(session, [canonical], lock=False)[canonical]
+    when = _aware(as_of)
+    facts = profile.facts
+    assert facts.first_touch is not None and facts.last_touch_at is not None
+    if as_of is None:
+        stage, entered = profile.stage, profile.stage_entered_at
+        orders, revenue, last_touch = profile.order_count, profile.revenue, facts.last_touch_at
+        events, last_order = profile.event_count, profile.last_order_at
+    else:
+        past = [t for t in repository.journey(session, canonical) if t.kind in (STAGE, RESET)]
+        past = [t for t in past if t.at <= when]
+        if not past:
+            raise HTTPException(
+                404, detail=f"customer {customer_id!r} had no touchpoints by {when}"
+            )
+        index = {name: i for i, name in enumerate(engine.model.names)}
+        last = max(past, key=lambda t: (t.at, t.kind == RESET, index.get(t.to_stage, -1)))
+        stage, entered = last.to_stage, last.at
+        repository.complete_profiles(session, [profile])
+        bought = [o for o in profile.facts.orders if o.mark.at <= when]
+        refunds = [r for r in profile.facts.refunds if r.mark.at <= when]
+        orders = len(bought)
+        revenue = sum(o.amount for o in bought) - sum(r.amount for r in refunds)
+        last_order = max((o.mark.at for o in bought), default=None)
+        last_touch = repository.last_touch_before(session, canonical, when) or when
+        events = repository.touches_before(session, canonical, when)
+    assert stage is not None and entered is not None
+    return Customer(
+        customer_id=canonical,
+        known=profile.known,
+        ids=repository.ids_of(session, canonical),
+        stage=stage,
+        stage_entered_at=entered,
+        status=status(engine.model.status, last_order, last_touch, when),
+        first_touch_channel=facts.first_touch.channel,
+        first_touch_at=facts.first_touch.at,
+        last_touch_at=last_touch,
+        last_order_at=last_order,
+        counters=Counters(events=events, orders=orders, revenue=round(revenue, 2)),
+        as_of=when,
+    )
+
+
+@reads.get("/customers/{customer_id}/journey", response_model=Journey)
+def get_journey(customer_id: str, session: DbSession) -> Journey:
+    """Every transition in event-time order, each with the touch path that led to it."""
+    canonical = _customer_id(session, customer_id)
+    steps = [
+        JourneyStep(
+            id=row.id,
+            kind=row.kind,
+            from_stage=row.from_stage,
+            to_stage=row.to_stage,
+            at=row.at,
+            channel=row.channel,
+            message_id=row.message_id,
+            touch_path=[
+                PathTouch(at=t.at, channel=t.channel)
+                for t in repository.decode_path(row.touch_path)
+            ],
+            recorded_at=row.recorded_at,
+            note=row.note,
+        )
+        for row in repository.journey(session, canonical)
+    ]
+    return Journey(
+        customer_id=canonical, ids=repository.ids_of(session, canonical), transitions=steps
+    )
+
+
+@reads.get("/stages", response_model=Stages)
+def get_stages(
+    request: Request,
+    session: DbSession,
+    since: Annotated[datetime | None, Query(description="Count entries from (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="Count entries before (ISO 8601)")] = None,
+) -> Stages:
+    """How many customers are in each stage now, and how many entered each stage in a range."""
+    engine = _engine(request)
+    since = _aware(since) if since else None
+    until = _aware(until) if until else None
+    if since and until and since >= until:
+        raise HTTPException(400, detail="`since` must be before `until`")
+    c, t = lifecycle_customers.c, lifecycle_transitions.c
+    now = datetime.now(UTC)
+    current: dict[str, int] = dict(
+        session.execute(select(c.stage, func.count()).group_by(c.stage)).tuples().all()
+    )
+    entries = select(t.to_stage, func.count()).where(t.kind == STAGE)
+    if since:
+        entries = entries.where(t.at >= since)
+    if until:
+        entries = entries.where(t.at < until)
+    entered: dict[str, int] = dict(session.execute(entries.group_by(t.to_stage)).tuples().all())
+    names = engine.model.names + sorted((set(current) | set(entered)) - set(engine.model.names))
+    return Stages(
+        as_of=now,
+        since=since,
+        until=until,
+        stages=[
+            StageCount(stage=n, customers=current.get(n, 0), entered=entered.get(n, 0))
+            for n in names
+        ],
+        statuses=_status_mix(session, engine, now),
+    )
+
+
+def _status_mix(session: Session, engine: LifecycleEngine, now: datetime) -> dict[str, int]:
+    """The status of every customer now, in SQL (the same thresholds as `stages.status`)."""
+    rules, c = engine.model.status, lifecycle_customers.c
+
+    def days_ago(days: int) -> datetime:
+        return now - timedelta(days=days)
+
+    status_case: Any = case(
+        (c.last_order_at < days_ago(rules.lapsed_after_days), "lapsed"),
+        (c.last_order_at < days_ago(rules.at_risk_after_days), "at_risk"),
+        (c.last_order_at.is_not(None), "active"),
+        (c.last_touch_at < days_ago(rules.non_buyer_lapsed_after_days), "lapsed"),
+        else_="active",
+    )
+    counts: dict[str, int] = dict(
+        session.execute(select(status_case, func.count()).group_by(status_case)).tuples().all()
+    )
+    return {name: counts.get(name, 0) for name in ("active", "at_risk", "lapsed")}
+
+
+@admin.post("/customers/{customer_id}/reset", response_model=Customer)
+def reset_customer(
+    customer_id: str,
+    request: Request,
+    session: WriteSession,
+    body: Annotated[ResetRequest, Body()],
+) -> Customer:
+    """Move a customer to `stage` now, recorded as a `reset` transition with the note."""
+    engine = _engine(request)
+    try:
+        engine.reset(session, customer_id, body.stage, body.note)
+    except UnknownCustomer:
+        raise HTTPException(404, detail=f"unknown customer {customer_id!r}") from None
+    except ValueError as exc:
+        raise HTTPException(400, detail=str(exc)) from None
+    session.flush()
+    return get_customer(customer_id, request, session)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_consumer_app(
-        settings or Settings(),
+    settings = settings or Settings()
+    engine = build_engine(settings)  # a bad stage model file fails here, at start
+    app = create_consumer_app(
+        settings,
         name="lifecycle",
         title="Touchline lifecycle",
-        handler=handlers.apply,
-        routers=[router],
+        handler=engine.apply,
+        routers=[reads, admin],
+        workers=[relay],
     )
+    app.state.engine = engine
+    return app

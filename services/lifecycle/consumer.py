@@ -1,8 +1,10 @@
-"""The lifecycle consumer without its HTTP API: `python -m services.lifecycle.consumer`."""
+"""The lifecycle consumer and outbox relay without the HTTP API:
+`python -m services.lifecycle.consumer`."""
 
 import sys
 
-from services.lifecycle import handlers
+from services.lifecycle.handlers import build_engine
+from services.lifecycle.outbox import relay
 from shared.logs import configure_logging
 from shared.runtime import ConsumerService, run_until_signalled
 from shared.settings import Settings
@@ -10,8 +12,10 @@ from shared.settings import Settings
 
 def main() -> int:
     configure_logging("lifecycle-consumer")
+    settings = Settings()
+    engine = build_engine(settings)
     return run_until_signalled(
-        ConsumerService(Settings(), name="lifecycle", handler=handlers.apply)
+        ConsumerService(settings, name="lifecycle", handler=engine.apply, workers=[relay])
     )
 
 

@@ -139,113 +139,200 @@ def _status(item: Any, where: str) -> StatusRules:
     return rules
 
 
+@dataclass(frozen=True, order=True)
+class Mark:
+    """The event behind a fact: when (event time), which message, which channel.
+
+    Ordered by time, then message id, so ties between events resolve the same way every time."""
+
+    at: datetime
+    message_id: str
+    channel: str
+
+
 @dataclass(frozen=True)
 class Order:
     order_id: str
+    mark: Mark
+    amount: float
+
+
+@dataclass(frozen=True)
+class Refund:
+    mark: Mark
+    amount: float
+
+
+@dataclass(frozen=True)
+class Reset:
+    """An admin put the customer in `stage` at `at`; rules apply again only to later events."""
+
+    stage: str
     at: datetime
-    net: float
 
 
 @dataclass(frozen=True)
 class Facts:
-    """What the stage rules read about one customer, all by event time."""
+    """What the stage rules read about one customer, all by event time and order-free: the same
+    events in any order, or repeated, give equal facts."""
 
-    first_touch_at: datetime | None = None
+    first_touch: Mark | None = None
     last_touch_at: datetime | None = None
-    engaged_at: datetime | None = None  # earliest engaging call
-    orders: tuple[Order, ...] = field(default=())  # distinct orders, any order
+    engaged: Mark | None = None  # earliest engaging call (after the reset, if any)
+    orders: tuple[Order, ...] = field(default=())  # distinct by order_id, in time order
+    refunds: tuple[Refund, ...] = field(default=())  # distinct by message id, in time order
+    reset: Reset | None = None
 
-    def touched(self, at: datetime, engaging: bool = False) -> Facts:
-        """These facts after a touchpoint at `at` (engaging: it meets an engagement condition)."""
-        return replace(
-            self,
-            first_touch_at=_earliest(self.first_touch_at, at),
-            last_touch_at=at if self.last_touch_at is None else max(self.last_touch_at, at),
-            engaged_at=_earliest(self.engaged_at, at) if engaging else self.engaged_at,
-        )
+    def touched(self, mark: Mark, engaging: bool = False) -> Facts:
+        """These facts after a touchpoint (engaging: it meets an engagement condition)."""
+        engaged = self.engaged
+        if engaging and (self.reset is None or mark.at > self.reset.at):
+            engaged = _earliest(engaged, mark)
+        last = mark.at if self.last_touch_at is None else max(self.last_touch_at, mark.at)
+        first = _earliest(self.first_touch, mark)
+        if (first, last, engaged) == (self.first_touch, self.last_touch_at, self.engaged):
+            return self
+        return replace(self, first_touch=first, last_touch_at=last, engaged=engaged)
 
     def ordered(self, order: Order) -> Facts:
-        """These facts after an order; the same order_id again changes nothing."""
-        if any(o.order_id == order.order_id for o in self.orders):
-            return self
-        return replace(self.touched(order.at), orders=(*self.orders, order))
+        """These facts after an order (also a touch). The same order_id twice is one order: the
+        earliest message for it wins, whatever the arrival order."""
+        touched = self.touched(order.mark)
+        same = [o for o in self.orders if o.order_id == order.order_id]
+        if same and same[0].mark <= order.mark:
+            return touched
+        others = [o for o in self.orders if o.order_id != order.order_id]
+        return replace(touched, orders=tuple(sorted([*others, order], key=_mark)))
+
+    def refunded(self, refund: Refund) -> Facts:
+        """These facts after a refund (also a touch); the same message twice is one refund."""
+        touched = self.touched(refund.mark)
+        if any(r.mark.message_id == refund.mark.message_id for r in self.refunds):
+            return touched
+        return replace(touched, refunds=tuple(sorted([*self.refunds, refund], key=_mark)))
+
+    def merged(self, other: Facts) -> Facts:
+        """One customer's facts from two profiles' (identity merge); order-free as well."""
+        result = self
+        if other.reset is not None and (result.reset is None or other.reset.at > result.reset.at):
+            result = replace(result, reset=other.reset)
+        if other.first_touch is not None:
+            result = result.touched(other.first_touch)
+        if other.engaged is not None:
+            result = result.touched(other.engaged, engaging=True)
+        if other.last_touch_at is not None and result.last_touch_at is not None:
+            result = replace(result, last_touch_at=max(result.last_touch_at, other.last_touch_at))
+        for order in other.orders:
+            result = result.ordered(order)
+        for refund in other.refunds:
+            result = result.refunded(refund)
+        return result
+
+    @property
+    def revenue(self) -> float:
+        """Net revenue: orders less refunds."""
+        return sum(o.amount for o in self.orders) - sum(r.amount for r in self.refunds)
+
+    @property
+    def last_order_at(self) -> datetime | None:
+        return max((o.mark.at for o in self.orders), default=None)
 
 
-def _earliest(current: datetime | None, at: datetime) -> datetime:
-    return at if current is None else min(current, at)
+def _mark(fact: Order | Refund) -> Mark:
+    return fact.mark
 
 
-def entry_times(model: StageModel, facts: Facts) -> list[datetime | None]:
-    """When each stage was entered (None: not yet), forward-only with pass-through."""
-    orders = sorted(facts.orders, key=lambda o: o.at)
-    own = [_condition_met_at(stage, facts, orders) for stage in model.stages]
-    entered: list[datetime | None] = [None] * len(own)
-    later: datetime | None = None
-    for i in range(len(own) - 1, -1, -1):  # reaching a stage passes through every earlier one
-        times = [t for t in (own[i], later) if t is not None]
-        entered[i] = min(times) if times else None
+def _earliest(current: Mark | None, mark: Mark) -> Mark:
+    return mark if current is None else min(current, mark)
+
+
+def entry_marks(model: StageModel, facts: Facts) -> list[Mark | None]:
+    """The event that entered each stage (None: not yet), forward-only with pass-through.
+
+    After a reset, stages up to the reset one are not re-entered, and later stages count only
+    events after the reset."""
+    floor, since = -1, None
+    if facts.reset is not None and facts.reset.stage in model.names:
+        floor, since = model.names.index(facts.reset.stage), facts.reset.at
+    orders = [o for o in facts.orders if since is None or o.mark.at > since]  # sorted by time
+    refunds = [r for r in facts.refunds if since is None or r.mark.at > since]
+    own = [
+        _condition_met(stage, facts, orders, refunds) if i > floor else None
+        for i, stage in enumerate(model.stages)
+    ]
+    entered: list[Mark | None] = [None] * len(own)
+    later: Mark | None = None
+    for i in range(len(own) - 1, floor, -1):  # reaching a stage passes through every earlier one
+        marks = [m for m in (own[i], later) if m is not None]
+        entered[i] = min(marks) if marks else None
         later = entered[i]
     return entered
 
 
-def _condition_met_at(stage: Stage, facts: Facts, orders: Sequence[Order]) -> datetime | None:
-    times: list[datetime] = []
-    if stage.any_touch and facts.first_touch_at is not None:
-        times.append(facts.first_touch_at)
-    if stage.engagement and facts.engaged_at is not None:
-        times.append(facts.engaged_at)
+def _condition_met(
+    stage: Stage, facts: Facts, orders: Sequence[Order], refunds: Sequence[Refund]
+) -> Mark | None:
+    marks: list[Mark] = []
+    first = facts.first_touch
+    if stage.any_touch and first and (facts.reset is None or first.at > facts.reset.at):
+        marks.append(first)
+    if stage.engagement and facts.engaged is not None:
+        marks.append(facts.engaged)
     if stage.min_orders is not None and len(orders) >= stage.min_orders:
-        times.append(orders[stage.min_orders - 1].at)
+        marks.append(orders[stage.min_orders - 1].mark)
     if stage.min_purchase_days is not None:
         days: set[object] = set()
         for order in orders:
-            days.add(order.at.date())
+            days.add(order.mark.at.date())
             if len(days) == stage.min_purchase_days:
-                times.append(order.at)
+                marks.append(order.mark)
                 break
     if stage.min_revenue is not None:
+        # Net revenue over time: a refund after the threshold was crossed does not undo it.
+        moves = sorted(
+            [(o.mark, o.amount) for o in orders] + [(r.mark, -r.amount) for r in refunds]
+        )
         total = 0.0
-        for order in orders:
-            total += order.net
-            if total >= stage.min_revenue:
-                times.append(order.at)
+        for mark, amount in moves:
+            total += amount
+            if total >= stage.min_revenue - 1e-9:
+                marks.append(mark)
                 break
-    return min(times) if times else None
+    return min(marks) if marks else None
 
 
-def current_stage(
-    model: StageModel, facts: Facts, as_of: datetime | None = None
-) -> tuple[str, datetime] | None:
-    """The furthest stage entered by `as_of` (default: ever) and when."""
+def current_stage(model: StageModel, facts: Facts) -> tuple[str, datetime] | None:
+    """The furthest stage entered and when (the reset stage if nothing was entered since)."""
     result = None
-    for stage, at in zip(model.stages, entry_times(model, facts), strict=True):
-        if at is not None and (as_of is None or at <= as_of):
-            result = (stage.name, at)
+    if facts.reset is not None:
+        result = (facts.reset.stage, facts.reset.at)
+    for stage, mark in zip(model.stages, entry_marks(model, facts), strict=True):
+        if mark is not None:
+            result = (stage.name, mark.at)
     return result
 
 
-def status(model: StageModel, facts: Facts, as_of: datetime) -> str:
-    """active / at_risk / lapsed as of `as_of`, from the last purchase, else the last touch.
-
-    Non-buyers keep only their first and last touch: an `as_of` between the two counts as
-    active (a touch is known to follow it).
-    """
-    rules = model.status
-    purchases = [o.at for o in facts.orders if o.at <= as_of]
-    if purchases:
-        idle = as_of - max(purchases)
+def status(
+    rules: StatusRules,
+    last_purchase_at: datetime | None,
+    last_touch_at: datetime | None,
+    as_of: datetime,
+) -> str:
+    """active / at_risk / lapsed as of `as_of`, given the last purchase and the last touch at or
+    before it: buyers by days since their last purchase, everyone else by days since a touch."""
+    if last_purchase_at is not None:
+        idle = as_of - last_purchase_at
         if idle > timedelta(days=rules.lapsed_after_days):
             return "lapsed"
         return "at_risk" if idle > timedelta(days=rules.at_risk_after_days) else "active"
-    if facts.first_touch_at is None or facts.first_touch_at > as_of:
+    if last_touch_at is None:
         return "lapsed"
-    last = facts.last_touch_at or facts.first_touch_at
-    idle = as_of - min(last, as_of)
+    idle = as_of - last_touch_at
     return "lapsed" if idle > timedelta(days=rules.non_buyer_lapsed_after_days) else "active"
 
 
-def reactivations(model: StageModel, facts: Facts) -> list[datetime]:
-    """Win-backs: purchases made after more than `lapsed_after_days` without one."""
-    times = sorted(o.at for o in facts.orders)
+def reactivations(model: StageModel, facts: Facts) -> list[Mark]:
+    """Win-backs: orders placed after more than `lapsed_after_days` without one."""
+    orders = [o.mark for o in facts.orders]
     gap = timedelta(days=model.status.lapsed_after_days)
-    return [later for earlier, later in pairwise(times) if later - earlier > gap]
+    return [later for earlier, later in pairwise(orders) if later.at - earlier.at > gap]

@@ -1,15 +1,110 @@
-"""Tables the lifecycle service owns."""
+"""Tables the lifecycle service owns (created by migration 0003).
 
-from sqlalchemy import BigInteger, Column, String, Table
+Every row of a customer is keyed by its canonical customer id; `lifecycle_ids` maps every id
+ever seen (userId, anonymousId, alias previousId) to it.
+"""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+)
 
 from shared.db import UTCDateTime, metadata
+
+ID = 255
 
 lifecycle_customers = Table(
     "lifecycle_customers",
     metadata,
-    Column("customer_id", String(255), primary_key=True),
-    Column("first_seen", UTCDateTime(), nullable=False),
-    Column("last_seen", UTCDateTime(), nullable=False),
+    Column("customer_id", String(ID), primary_key=True),
+    Column("known", Boolean, nullable=False),  # identified by a userId
+    Column("first_touch_at", UTCDateTime(), nullable=False),
+    Column("first_touch_message", String(128), nullable=False),
+    Column("first_touch_channel", String(16), nullable=False),
+    Column("last_touch_at", UTCDateTime(), nullable=False),
+    Column("engaged_at", UTCDateTime()),
+    Column("engaged_message", String(128)),
+    Column("engaged_channel", String(16)),
     Column("event_count", BigInteger, nullable=False),
-    Column("last_channel", String(16), nullable=False),
+    Column("order_count", Integer, nullable=False),
+    Column("revenue", Float, nullable=False),
+    Column("last_order_at", UTCDateTime()),
+    Column("stage", String(64), nullable=False),
+    Column("stage_entered_at", UTCDateTime(), nullable=False),
+    Column("last_transition_at", UTCDateTime(), nullable=False),
+    Column("reset_stage", String(64)),
+    Column("reset_at", UTCDateTime()),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "stage"),
+)
+
+lifecycle_ids = Table(
+    "lifecycle_ids",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("customer_id", String(ID), nullable=False, index=True),
+)
+
+lifecycle_touches = Table(
+    "lifecycle_touches",
+    metadata,
+    Column("customer_id", String(ID), primary_key=True),
+    Column("at", UTCDateTime(), primary_key=True),
+    Column("message_id", String(128), primary_key=True),
+    Column("channel", String(16), nullable=False),
+)
+
+lifecycle_orders = Table(
+    "lifecycle_orders",
+    metadata,
+    Column("customer_id", String(ID), primary_key=True),
+    Column("order_id", String(ID), primary_key=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("message_id", String(128), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("amount", Float, nullable=False),
+)
+
+lifecycle_refunds = Table(
+    "lifecycle_refunds",
+    metadata,
+    Column("customer_id", String(ID), primary_key=True),
+    Column("message_id", String(128), primary_key=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("amount", Float, nullable=False),
+)
+
+lifecycle_transitions = Table(
+    "lifecycle_transitions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("customer_id", String(ID), nullable=False),
+    Column("kind", String(16), nullable=False),  # stage | reactivated | reset
+    Column("from_stage", String(64)),
+    Column("to_stage", String(64), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),  # event time (reset: when it was made)
+    Column("message_id", String(128)),  # the triggering message (none for a reset)
+    Column("channel", String(16)),
+    Column("touch_path", Text, nullable=False),  # JSON [[at, channel], ...] within the lookback
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("note", Text),
+    Index(None, "customer_id", "at"),
+    Index(None, "kind", "to_stage", "at"),
+)
+
+lifecycle_outbox = Table(
+    "lifecycle_outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("key", String(ID), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
 )

@@ -9,38 +9,27 @@ from services.scoring import repository
 from services.scoring.counters import PurchaseBook
 from services.scoring.rfm import RfmValues, population_deltas
 from services.scoring.tables import scoring_customers
-from shared.events import Touchpoint
+from shared.events import ORDER_COMPLETED, Touchpoint
 from shared.touch_summary import upsert_summaries
-
-ORDER_COMPLETED = "Order Completed"
-ORDER_REFUNDED = "Order Refunded"
-
-
-def order_id(event: Touchpoint) -> str:
-    """Segment's `order_id`; an order without one is identified by its message."""
-    value = event.properties.get("order_id")
-    return str(value) if value not in (None, "") else f"message:{event.message_id}"
 
 
 def apply_purchases(book: PurchaseBook, purchases: Sequence[Touchpoint]) -> None:
     for event in purchases:
         amount = event.revenue or 0.0
         if event.event == ORDER_COMPLETED:
-            book.complete(event.customer_key, order_id(event), event.timestamp, amount)
+            book.complete(event.customer_key, event.order_id, event.timestamp, amount)
         else:
-            book.refund(event.customer_key, order_id(event), amount)
+            book.refund(event.customer_key, event.order_id, amount)
 
 
 def apply(session: Session, events: Sequence[Touchpoint]) -> None:
-    purchases = [
-        e for e in events if e.type == "track" and e.event in (ORDER_COMPLETED, ORDER_REFUNDED)
-    ]
+    purchases = [e for e in events if e.purchase]
     if not purchases:
         upsert_summaries(session, scoring_customers, events)
         return
     book = repository.load_book(
         session,
-        {(e.customer_key, order_id(e)) for e in purchases},
+        {(e.customer_key, e.order_id) for e in purchases},
         {(e.customer_key, e.timestamp.date()) for e in purchases if e.event == ORDER_COMPLETED},
     )
     before = {c: RfmValues.of(counters) for c, counters in book.counters.items()}

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from sqlalchemy.orm import Session
 
-from services.lifecycle import handlers as lifecycle_handlers
+from services.lifecycle.handlers import build_engine
 from services.lifecycle.tables import lifecycle_customers
 from services.scoring import handlers as scoring_handlers
 from services.scoring.tables import scoring_customers
@@ -31,6 +31,8 @@ from tests.support.pipeline import (
     total_events,
     wait_for,
 )
+
+LIFECYCLE = build_engine(settings_for("unused:9092", "sqlite://")).apply
 
 
 @contextmanager
@@ -52,7 +54,7 @@ def test_every_event_delivered_twice_counts_once(own_broker: EmbeddedBroker, db_
     publish(own_broker.bootstrap, events)
     publish(own_broker.bootstrap, events)  # the same message ids again, in later batches
     with (
-        running(own_broker.bootstrap, db_url, "lifecycle", lifecycle_handlers.apply) as lifecycle,
+        running(own_broker.bootstrap, db_url, "lifecycle", LIFECYCLE) as lifecycle,
         running(own_broker.bootstrap, db_url, "scoring", scoring_handlers.apply) as scoring,
     ):
         for service in (lifecycle, scoring):
@@ -135,7 +137,7 @@ def test_poison_messages_go_to_the_dead_letter_topic(
     def failing_for_one(session: Session, batch: Sequence[Touchpoint]) -> None:
         if any(e.message_id == poison.message_id for e in batch):
             raise ValueError("handler cannot apply this event")
-        lifecycle_handlers.apply(session, batch)
+        LIFECYCLE(session, batch)
 
     publisher = Publisher(own_broker.bootstrap, client_id="test")
     publisher.publish([OutgoingMessage(TOUCHPOINTS, "garbage", b"{not json")])
@@ -197,7 +199,7 @@ def test_database_outage_stops_progress_then_recovers_without_loss(
 
     first = make_touchpoints(customers=10, per_customer=5)
     second = make_touchpoints(customers=10, per_customer=5)
-    with running(own_broker.bootstrap, pg_url, "lifecycle", lifecycle_handlers.apply) as service:
+    with running(own_broker.bootstrap, pg_url, "lifecycle", LIFECYCLE) as service:
         publish(own_broker.bootstrap, first)
         wait_for(
             lambda: total_events(pg_url, lifecycle_customers, customers_of(first)),
@@ -230,8 +232,8 @@ def test_two_instances_in_one_group_split_partitions_and_count_exactly(
     events = make_touchpoints(customers=60, per_customer=10)
     ids = customers_of(events)
     with (
-        running(own_broker.bootstrap, db_url, "lifecycle", lifecycle_handlers.apply) as one,
-        running(own_broker.bootstrap, db_url, "lifecycle", lifecycle_handlers.apply) as two,
+        running(own_broker.bootstrap, db_url, "lifecycle", LIFECYCLE) as one,
+        running(own_broker.bootstrap, db_url, "lifecycle", LIFECYCLE) as two,
     ):
         wait_for(
             lambda: (one.loop is not None) and (two.loop is not None),

@@ -1,0 +1,128 @@
+"""Building touchpoints for lifecycle tests and reading a customer's lifecycle state back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.lifecycle import repository
+from services.lifecycle.handlers import LifecycleEngine
+from services.lifecycle.tables import lifecycle_customers
+from shared.db import make_engine, make_session_factory, mark_processed
+from shared.events import Touchpoint
+
+T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
+
+
+def day(n: float) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+def touch(
+    at: datetime,
+    *,
+    user: str | None = None,
+    anon: str | None = None,
+    kind: str = "track",
+    event: str | None = "Product Viewed",
+    channel: str = "web",
+    previous: str | None = None,
+    traits: dict[str, Any] | None = None,
+    properties: dict[str, Any] | None = None,
+    revenue: float | None = None,
+    message_id: str | None = None,
+) -> Touchpoint:
+    return Touchpoint(
+        message_id=message_id or uuid.uuid4().hex,
+        type=kind,  # type: ignore[arg-type]
+        event=event if kind == "track" else None,
+        user_id=user,
+        anonymous_id=anon,
+        previous_id=previous,
+        channel=channel,  # type: ignore[arg-type]
+        source="test",
+        timestamp=at,
+        received_at=at,
+        traits=traits or {},
+        properties=properties or {},
+        revenue=revenue,
+    )
+
+
+def order(
+    at: datetime, order_id: str, amount: float, *, user: str | None = None, anon: str | None = None
+) -> Touchpoint:
+    return touch(
+        at,
+        user=user,
+        anon=anon,
+        event="Order Completed",
+        properties={"order_id": order_id, "revenue": amount},
+        revenue=amount,
+    )
+
+
+def refund(at: datetime, order_id: str, amount: float, *, user: str) -> Touchpoint:
+    return touch(
+        at,
+        user=user,
+        event="Order Refunded",
+        properties={"order_id": order_id, "revenue": amount},
+        revenue=amount,
+    )
+
+
+def identify(at: datetime, user: str, anon: str, email: str | None = None) -> Touchpoint:
+    traits = {"email": email} if email else {}
+    return touch(at, user=user, anon=anon, kind="identify", traits=traits)
+
+
+@contextmanager
+def sessions(url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(url)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+def feed(
+    factory: sessionmaker[Session], engine: LifecycleEngine, batch: Sequence[Touchpoint]
+) -> None:
+    """Apply one batch as the consumer loop does: processed-message dedup, then the handler."""
+    with factory.begin() as session:
+        new = mark_processed(session, "lifecycle", [e.message_id for e in batch])
+        fresh, seen = [], set()
+        for event in batch:
+            if event.message_id in new and event.message_id not in seen:
+                seen.add(event.message_id)
+                fresh.append(event)
+        engine.apply(session, fresh)
+
+
+def state(session: Session, any_id: str) -> dict[str, Any] | None:
+    """A customer's lifecycle row (minus bookkeeping), ids and transitions, found by any id."""
+    customer = repository.customer_of(session, any_id)
+    if customer is None:
+        return None
+    row = session.execute(
+        select(lifecycle_customers).where(lifecycle_customers.c.customer_id == customer)
+    ).one()
+    values = dict(row._mapping)
+    del values["updated_at"]
+    values["revenue"] = round(values["revenue"], 6)
+    values["ids"] = repository.ids_of(session, customer)
+    values["transitions"] = sorted(
+        [
+            (t.kind, t.from_stage, t.to_stage, t.at, t.message_id, t.channel, t.touch_path)
+            for t in repository.journey(session, customer)
+        ],
+        key=lambda t: (t[3], t[0], t[2]),
+    )
+    return values
