@@ -3,6 +3,7 @@ where a customer is in their lifecycle, since when, and how they got there."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -204,15 +205,13 @@ def get_stages(
         raise HTTPException(400, detail="`since` must be before `until`")
     c, t = lifecycle_customers.c, lifecycle_transitions.c
     now = datetime.now(UTC)
-    current: dict[str, int] = dict(
-        session.execute(select(c.stage, func.count()).group_by(c.stage)).tuples().all()
-    )
+    current = _counts(session.execute(select(c.stage, func.count()).group_by(c.stage)))
     entries = select(t.to_stage, func.count()).where(t.kind == STAGE)
     if since:
         entries = entries.where(t.at >= since)
     if until:
         entries = entries.where(t.at < until)
-    entered: dict[str, int] = dict(session.execute(entries.group_by(t.to_stage)).tuples().all())
+    entered = _counts(session.execute(entries.group_by(t.to_stage)))
     names = engine.model.names + sorted((set(current) | set(entered)) - set(engine.model.names))
     return Stages(
         as_of=now,
@@ -224,6 +223,10 @@ def get_stages(
         ],
         statuses=_status_mix(session, engine, now),
     )
+
+
+def _counts(rows: Iterable[Any]) -> dict[str, int]:
+    return {name: count for name, count in rows}
 
 
 def _status_mix(session: Session, engine: LifecycleEngine, now: datetime) -> dict[str, int]:
@@ -240,9 +243,7 @@ def _status_mix(session: Session, engine: LifecycleEngine, now: datetime) -> dic
         (c.last_touch_at < days_ago(rules.non_buyer_lapsed_after_days), "lapsed"),
         else_="active",
     )
-    counts: dict[str, int] = dict(
-        session.execute(select(status_case, func.count()).group_by(status_case)).tuples().all()
-    )
+    counts = _counts(session.execute(select(status_case, func.count()).group_by(status_case)))
     return {name: counts.get(name, 0) for name in ("active", "at_risk", "lapsed")}
 
 

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from services.ingest.api import create_app
 from shared.broker import EmbeddedBroker
 from shared.events import REJECTED, TOUCHPOINTS, RejectedEvent, Touchpoint, all_topics
-from shared.kafka import Record, Subscription, ensure_topics
-from tests.support.pipeline import settings_for, wait_for
+from shared.kafka import ensure_topics
+from tests.support.pipeline import read_topic, settings_for, wait_for
 
 AUTH = ("test-key", "")
 
@@ -28,31 +28,6 @@ def client(broker: EmbeddedBroker) -> Iterator[TestClient]:
     )
     with TestClient(create_app(settings)) as c:
         yield c
-
-
-def read_topic(bootstrap: str, topic: str, match: str, count: int) -> list[Record]:
-    """The records of `topic` whose value mentions `match` (a unique id of the test)."""
-    reader = Subscription(
-        bootstrap, group_id=f"reader-{uuid.uuid4().hex}", topics=[topic], max_poll_interval_ms=3000
-    )
-    found: list[Record] = []
-    try:
-        wait_for(
-            lambda: (
-                found.extend(
-                    r
-                    for r in reader.poll(max_records=1000, timeout_ms=300)
-                    if match in r.value.decode()
-                )
-                or len(found)
-            ),
-            lambda n: n >= count,
-            30,
-            f"{count} records mentioning {match} on {topic}",
-        )
-    finally:
-        reader.close()
-    return found
 
 
 def uid() -> str:

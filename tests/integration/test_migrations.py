@@ -1,5 +1,7 @@
 """The alembic history runs up and down on both databases and builds the tables the code uses."""
 
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 import services.lifecycle.tables
@@ -25,3 +27,12 @@ def test_migrations_downgrade_and_upgrade_again(db_url: str) -> None:
     assert _tables(db_url) == {"alembic_version"}
     upgrade(db_url)
     assert _tables(db_url) == set(metadata.tables) | {"alembic_version"}
+
+
+def test_migrations_match_the_declared_tables_column_by_column(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    finally:
+        engine.dispose()

@@ -12,7 +12,7 @@ from sqlalchemy import Table, func, select
 
 from shared.db import make_engine
 from shared.events import TOUCHPOINTS, Touchpoint
-from shared.kafka import OutgoingMessage, Publisher
+from shared.kafka import OutgoingMessage, Publisher, Record, Subscription
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -99,3 +99,28 @@ def wait_for(check: Callable[[], T], until: Callable[[T], bool], timeout_s: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {result}")
         time.sleep(0.05)
+
+
+def read_topic(bootstrap: str, topic: str, match: str, count: int) -> list[Record]:
+    """The records of `topic` whose value mentions `match` (a unique id of the test)."""
+    reader = Subscription(
+        bootstrap, group_id=f"reader-{uuid.uuid4().hex}", topics=[topic], max_poll_interval_ms=3000
+    )
+    found: list[Record] = []
+    try:
+        wait_for(
+            lambda: (
+                found.extend(
+                    r
+                    for r in reader.poll(max_records=1000, timeout_ms=300)
+                    if match in r.value.decode()
+                )
+                or len(found)
+            ),
+            lambda n: n >= count,
+            30,
+            f"{count} records mentioning {match} on {topic}",
+        )
+    finally:
+        reader.close()
+    return found
