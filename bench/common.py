@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,8 +14,11 @@ from pathlib import Path
 import httpx
 
 from shared.broker import EmbeddedBroker, free_port
-from shared.events import all_topics
-from shared.kafka import ensure_topics
+from shared.consumer_loop import Handler
+from shared.events import TOUCHPOINTS, Touchpoint, all_topics
+from shared.kafka import OutgoingMessage, Publisher, ensure_topics
+from shared.runtime import ConsumerService
+from shared.settings import Settings
 
 TOUCHLINE = str(Path(sys.executable).parent / "touchline")
 
@@ -79,3 +83,71 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+def raw_drain(bootstrap: str, count: int) -> float:
+    """Events/s of a bare kafka-python consumer reading `count` records of touchpoints.v1 from
+    the start (fresh group, commit per 500-record batch, as THE loop does)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        TOUCHPOINTS,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{uuid.uuid4().hex}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_interval_ms=3000,
+        session_timeout_ms=3000,
+        heartbeat_interval_ms=1000,
+    )
+    seen, started = 0, None
+    while seen < count:
+        batches = consumer.poll(timeout_ms=500, max_records=500)
+        if batches and started is None:
+            started = time.perf_counter()
+        for records in batches.values():
+            seen += len(records)
+        if batches:
+            consumer.commit()
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return count / elapsed
+
+
+def consumer_drain(
+    bootstrap: str, database_url: str, count: int, name: str, handler: Handler
+) -> float:
+    """Events/s of a Touchline consumer (THE loop with `handler`) draining `count` records into
+    the database, counted from its first batch (the broker delays JoinGroup)."""
+    settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap=bootstrap,
+        write_keys="k:bench",
+        read_tokens="r",
+        admin_token="a",
+        max_poll_interval_ms=3000,
+    )
+    consumer = ConsumerService(settings, name=f"{name}-{uuid.uuid4().hex[:6]}", handler=handler)
+    consumer.start()
+    started = None
+    try:
+        while True:
+            stats = consumer.loop.stats if consumer.loop else None
+            done = stats.applied + stats.duplicates if stats else 0
+            if done and started is None:
+                started = time.perf_counter() - (stats.last_batch_seconds if stats else 0)
+            if done >= count:
+                break
+            time.sleep(0.01)
+        assert started is not None
+        return count / (time.perf_counter() - started)
+    finally:
+        consumer.stop()
+
+
+def publish_all(bootstrap: str, events: Sequence[Touchpoint]) -> None:
+    publisher = Publisher(bootstrap, client_id="bench", timeout_s=60)
+    messages = [OutgoingMessage(TOUCHPOINTS, e.customer_key, e.to_json()) for e in events]
+    for start in range(0, len(messages), 5000):
+        publisher.publish(messages[start : start + 5000])
+    publisher.close()

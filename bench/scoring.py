@@ -23,16 +23,21 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.common import embedded_broker, percentile, service, service_env
+from bench.common import (
+    consumer_drain,
+    embedded_broker,
+    percentile,
+    publish_all,
+    raw_drain,
+    service,
+    service_env,
+)
 from services.scoring import handlers
 from services.scoring.model import refit
 from services.scoring.tables import scoring_customers, scoring_days
 from shared.db import make_engine, make_session_factory
-from shared.events import TOUCHPOINTS, Touchpoint
-from shared.kafka import OutgoingMessage, Publisher
+from shared.events import Touchpoint
 from shared.migrate import upgrade
-from shared.runtime import ConsumerService
-from shared.settings import Settings
 
 
 def purchase_events(count: int, customers: int, purchase_share: float = 1.0) -> list[Touchpoint]:
@@ -76,62 +81,6 @@ def purchase_events(count: int, customers: int, purchase_share: float = 1.0) -> 
             )
         )
     return events
-
-
-def raw_drain(bootstrap: str, count: int) -> float:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        TOUCHPOINTS,
-        bootstrap_servers=bootstrap,
-        group_id=f"raw-{uuid.uuid4().hex}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_interval_ms=3000,
-        session_timeout_ms=3000,
-        heartbeat_interval_ms=1000,
-    )
-    seen, started = 0, None
-    while seen < count:
-        batches = consumer.poll(timeout_ms=500, max_records=500)
-        if batches and started is None:
-            started = time.perf_counter()
-        for records in batches.values():
-            seen += len(records)
-        if batches:
-            consumer.commit()  # committed per batch, as the scoring loop does
-    elapsed = time.perf_counter() - (started or time.perf_counter())
-    consumer.close()
-    return count / elapsed
-
-
-def scoring_drain(bootstrap: str, database_url: str, count: int) -> float:
-    settings = Settings(
-        database_url=database_url,
-        kafka_bootstrap=bootstrap,
-        write_keys="k:bench",
-        read_tokens="r",
-        admin_token="a",
-        max_poll_interval_ms=3000,
-    )
-    consumer = ConsumerService(
-        settings, name=f"scoring-{uuid.uuid4().hex[:6]}", handler=handlers.apply
-    )
-    consumer.start()
-    started = None
-    try:
-        while True:
-            stats = consumer.loop.stats if consumer.loop else None
-            done = stats.applied + stats.duplicates if stats else 0
-            if done and started is None:
-                started = time.perf_counter() - (stats.last_batch_seconds if stats else 0)
-            if done >= count:
-                break
-            time.sleep(0.01)
-        assert started is not None
-        return count / (time.perf_counter() - started)
-    finally:
-        consumer.stop()
 
 
 def populate_days(database_url: str, customers: int) -> None:
@@ -214,11 +163,7 @@ def drain_all(
     bootstrap: str, name: str, events: list[Touchpoint], work: Path, cluster: Any
 ) -> None:
     """Publish the workload, then drain it with a raw consumer and into each database."""
-    publisher = Publisher(bootstrap, client_id="bench", timeout_s=60)
-    messages = [OutgoingMessage(TOUCHPOINTS, e.customer_key, e.to_json()) for e in events]
-    for start in range(0, len(messages), 5000):
-        publisher.publish(messages[start : start + 5000])
-    publisher.close()
+    publish_all(bootstrap, events)
     total = len(events)
     raw = raw_drain(bootstrap, total)
     print(f"[{name}] raw kafka-python consumer   : {raw:>9.0f} events/s")
@@ -227,7 +172,7 @@ def drain_all(
         databases["PostgreSQL"] = cluster.create_database(f"drain_{uuid.uuid4().hex[:6]}")
     for label, url in databases.items():
         upgrade(url)
-        rate = scoring_drain(bootstrap, url, total)
+        rate = consumer_drain(bootstrap, url, total, "scoring", handlers.apply)
         ratio = rate / raw
         print(f"[{name}] scoring consumer, {label:<10}: {rate:>9.0f} events/s (ratio {ratio:.2f})")
 

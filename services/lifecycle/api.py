@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from services.lifecycle import repository
 from services.lifecycle.handlers import LifecycleEngine, UnknownCustomer, build_engine
-from services.lifecycle.journey import RESET, STAGE
+from services.lifecycle.journey import REACTIVATED, RESET, STAGE
 from services.lifecycle.outbox import relay
 from services.lifecycle.stages import status
 from services.lifecycle.tables import lifecycle_customers, lifecycle_transitions
@@ -163,8 +163,16 @@ def get_customer(
     )
 
 
+def _in_order(engine: LifecycleEngine, rows: list[Any]) -> list[Any]:
+    """Transitions in event-time order; at the same instant, stage entries in funnel order, then
+    win-backs, then resets."""
+    index = {name: i for i, name in enumerate(engine.model.names)}
+    kinds = {STAGE: 0, REACTIVATED: 1, RESET: 2}
+    return sorted(rows, key=lambda t: (t.at, kinds.get(t.kind, 3), index.get(t.to_stage, -1)))
+
+
 @reads.get("/customers/{customer_id}/journey", response_model=Journey)
-def get_journey(customer_id: str, session: DbSession) -> Journey:
+def get_journey(customer_id: str, request: Request, session: DbSession) -> Journey:
     """Every transition in event-time order, each with the touch path that led to it."""
     canonical = _customer_id(session, customer_id)
     steps = [
@@ -183,7 +191,7 @@ def get_journey(customer_id: str, session: DbSession) -> Journey:
             recorded_at=row.recorded_at,
             note=row.note,
         )
-        for row in repository.journey(session, canonical)
+        for row in _in_order(_engine(request), repository.journey(session, canonical))
     ]
     return Journey(
         customer_id=canonical, ids=repository.ids_of(session, canonical), transitions=steps

@@ -41,21 +41,30 @@ def test_event_flows_from_ingest_to_both_query_apis_and_ctrl_c_stops_everything(
     assert httpx.post(f"{s.url('INGEST')}/v1/page", json=page, auth=auth).status_code == 200
 
     headers = {"Authorization": f"Bearer {DEV_READ_TOKEN}"}
-    routes = {
-        "LIFECYCLE": f"/v1/customers/{customer}",
-        "SCORING": f"/v1/customers/{customer}/scores",
-    }
-    for service, path in routes.items():
-        url = s.url(service) + path
-        body = wait_for(
-            lambda url=url: httpx.get(url, headers=headers).json(),
-            lambda b: b.get("event_count") == 2,
-            30,
-            f"{service} to show both events",
-        )
-        assert body["customer_id"] == customer
-        assert body["last_channel"] == "social"  # the later touch: an Instagram referral
-        assert body["first_seen"].startswith("2026-03-01T10:00:00")
+    lifecycle = s.url("LIFECYCLE") + f"/v1/customers/{customer}"
+    body = wait_for(
+        lambda: httpx.get(lifecycle, headers=headers).json(),
+        lambda b: b.get("counters", {}).get("events") == 2,
+        30,
+        "lifecycle to show both events",
+    )
+    assert (body["customer_id"], body["stage"]) == (customer, "engaged")  # a sign-up
+    assert body["stage_entered_at"].startswith("2026-03-01T10:00:00")
+    assert body["last_touch_at"].startswith("2026-03-01T10:05:00")
+    journey = httpx.get(lifecycle + "/journey", headers=headers).json()["transitions"]
+    assert [t["to_stage"] for t in journey] == ["visitor", "engaged"]
+
+    scoring = s.url("SCORING") + f"/v1/customers/{customer}/scores"
+    body = wait_for(
+        lambda: httpx.get(scoring, headers=headers).json(),
+        lambda b: b.get("event_count") == 2,
+        30,
+        "scoring to show both events",
+    )
+    assert body["customer_id"] == customer
+    assert body["last_channel"] == "social"  # the later touch: an Instagram referral
+    assert body["first_seen"].startswith("2026-03-01T10:00:00")
+    for url in (lifecycle, scoring):
         assert httpx.get(url).status_code == 401
         unknown = url.replace(customer, "nobody-" + customer)
         assert httpx.get(unknown, headers=headers).status_code == 404

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.lifecycle.handlers import LifecycleEngine, build_engine
+from services.lifecycle.api import create_app
+from services.lifecycle.handlers import build_engine
+from services.lifecycle.stages import StageModelError
 from services.lifecycle.tables import lifecycle_outbox
 from tests.support.lifecycle import (
     day,
@@ -192,6 +195,36 @@ def test_admin_reset_is_audited_and_rules_apply_again_after_it(
     assert read(db, user)["stage"] == "first_purchase"
 
 
-def test_engine_uses_the_configured_model(tmp_path: object) -> None:
-    assert isinstance(ENGINE, LifecycleEngine)
-    assert ENGINE.model.names[0] == "visitor"
+def test_a_custom_stage_model_file_drives_the_engine(
+    db: sessionmaker[Session], tmp_path: Path
+) -> None:
+    model = tmp_path / "stages.toml"
+    model.write_text(
+        '[[stage]]\nname = "prospect"\nany_touch = true\n'
+        '[[stage]]\nname = "trial"\nevents = ["Trial Started"]\n'
+        '[[stage]]\nname = "customer"\nmin_orders = 1\n'
+        '[[stage]]\nname = "champion"\nmin_orders = 3\n'
+    )
+    engine = build_engine(settings_for("unused:9092", "sqlite://", stage_model=model))
+    user, _ = ids()
+    feed(db, engine, [touch(day(0), user=user), touch(day(1), user=user, event="Trial Started")])
+    assert read(db, user)["stage"] == "trial"
+    feed(db, engine, [order(day(n), f"o{n}", 10, user=user) for n in (2, 3, 4)])
+    customer = read(db, user)
+    assert customer["stage"] == "champion"
+    assert [s for s, _ in stages(customer["transitions"])] == [
+        "prospect",
+        "trial",
+        "customer",
+        "champion",
+    ]
+
+
+def test_a_bad_stage_model_file_stops_the_service_at_start(tmp_path: Path) -> None:
+    model = tmp_path / "stages.toml"
+    model.write_text('[[stage]]\nname = "prospect"\nevents = ["Signed Up"]\n')
+    settings = settings_for("unused:9092", "sqlite://", stage_model=model)
+    with pytest.raises(StageModelError, match="needs any_touch = true"):
+        create_app(settings)
+    with pytest.raises(StageModelError, match="cannot read"):
+        build_engine(settings_for("unused:9092", "sqlite://", stage_model=tmp_path / "none"))
