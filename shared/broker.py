@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -22,6 +25,18 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for the embedded stack's children: on Linux, have the kernel send SIGTERM to
+    the child when its parent dies, even by SIGKILL, so no broker or service is left orphaned.
+    (Looked up before the fork: the child only makes the one system call.)"""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def wait_for_port(port: int, timeout_s: float, host: str = "127.0.0.1") -> None:
@@ -60,6 +75,7 @@ class EmbeddedBroker:
                 "--storage-engine",
                 "memory://tansu/",
             ],
+            preexec_fn=die_with_parent,
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,

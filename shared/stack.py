@@ -13,7 +13,7 @@ from types import FrameType
 
 import httpx
 
-from shared.broker import EmbeddedBroker, port_in_use
+from shared.broker import EmbeddedBroker, die_with_parent, port_in_use
 from shared.events import all_topics
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade
@@ -156,6 +156,7 @@ def up() -> int:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+                    preexec_fn=die_with_parent,
                 )
             children.append(Child(name, f"http://{settings.host}:{port}", process, log_path))
         print("waiting for the services to be ready ...", flush=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.broker import port_in_use
 from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY
 from tests.e2e.conftest import TOUCHLINE, Stack, ready
 from tests.support.pipeline import wait_for
@@ -91,3 +92,16 @@ def test_second_stack_on_the_same_ports_refuses_clearly(
     assert "port already in use" in second.stderr
     assert f"TOUCHLINE_INGEST_PORT={s.ports['INGEST']}" in second.stderr
     assert ready(s.url("INGEST")), "the first stack must be left alone"
+
+
+def test_killing_touchline_up_takes_its_services_and_broker_with_it(
+    stack: tuple[Stack, subprocess.Popen[bytes]],
+) -> None:
+    s, process = stack
+    process.kill()  # SIGKILL: no chance to stop its children itself
+    process.wait()
+    for name in ("INGEST", "LIFECYCLE", "SCORING"):
+        wait_for(lambda n=name: ready(s.url(n)), lambda up: not up, 30, f"{name} to stop")
+    wait_for(
+        lambda: port_in_use(s.ports["BROKER"]), lambda used: not used, 30, "the broker to stop"
+    )
