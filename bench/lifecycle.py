@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,15 +36,25 @@ START = datetime(2025, 1, 1, 12, tzinfo=UTC)
 CHANNELS: tuple[Channel, ...] = ("web", "email", "mobile", "social", "other")
 
 
-def workload(count: int, population: int) -> list[Touchpoint]:
+MIXES = {
+    # share of: returning page view, returning sign-up, returning order, new anonymous session
+    "typical": (0.75, 0.05, 0.05, 0.15),
+    "conversion-heavy": (0.6, 0.1, 0.1, 0.2),
+}
+
+
+def workload(count: int, population: int, mix: str) -> list[Touchpoint]:
+    """`count` events in time order. New anonymous sessions browse three pages; a third of them
+    identify (an identity merge) and buy."""
     rng = random.Random(11)
     events: list[Touchpoint] = []
+    page, signup, buy, _ = MIXES[mix]
 
     def add(**fields: Any) -> None:
         at = START + timedelta(days=400 + len(events) // 200, seconds=len(events) % 200)
         events.append(
             Touchpoint(
-                message_id=f"m{len(events)}",
+                message_id=f"{mix}-{len(events)}",
                 source="bench",
                 timestamp=at,
                 received_at=at,
@@ -54,35 +63,33 @@ def workload(count: int, population: int) -> list[Touchpoint]:
             )
         )
 
-    visitor = 0
+    def order(user: str) -> None:
+        add(
+            type="track",
+            event="Order Completed",
+            user_id=user,
+            properties={"order_id": f"{mix}-o{len(events)}"},
+            revenue=round(rng.uniform(5, 200), 2),
+        )
+
+    session = 0
     while len(events) < count:
         roll = rng.random()
         customer = f"c{rng.randrange(population)}"
-        if roll < 0.6:
+        if roll < page:
             add(type="page", user_id=customer, context={"page": {"path": "/pricing"}})
-        elif roll < 0.7:
+        elif roll < page + signup:
             add(type="track", event="Signed Up", user_id=customer)
-        elif roll < 0.8:
-            add(
-                type="track",
-                event="Order Completed",
-                user_id=customer,
-                properties={"order_id": f"o{len(events)}"},
-                revenue=round(rng.uniform(5, 200), 2),
-            )
+        elif roll < page + signup + buy:
+            order(customer)
         else:
-            visitor += 1
-            anon, user = f"a{visitor}", f"n{visitor}"
-            add(type="page", anonymous_id=anon)
-            add(type="page", anonymous_id=anon)
-            add(type="identify", user_id=user, anonymous_id=anon, traits={"email": "x@y.z"})
-            add(
-                type="track",
-                event="Order Completed",
-                user_id=user,
-                properties={"order_id": f"o{len(events)}"},
-                revenue=30.0,
-            )
+            session += 1
+            anon, user = f"{mix}-a{session}", f"{mix}-n{session}"
+            for _ in range(3):
+                add(type="page", anonymous_id=anon)
+            if session % 3 == 0:
+                add(type="identify", user_id=user, anonymous_id=anon, traits={"email": "x@y.z"})
+                order(user)
     return events[:count]
 
 
@@ -160,27 +167,27 @@ def main() -> None:
         cluster.start()
     try:
         for size in (int(s) for s in args.customers.split(",")):
-            events = workload(args.events, size)
-            with embedded_broker() as broker:  # a broker per run: the topic holds only this
-                publish_all(broker.bootstrap, events)
-                raw = raw_drain(broker.bootstrap, len(events))
-                print(f"[{size:>9,} customers] raw kafka-python consumer    : {raw:>7.0f} events/s")
-                databases = {"SQLite": f"sqlite:///{work / f'lifecycle-{size}.db'}"}
-                if cluster is not None:
-                    databases["PostgreSQL"] = cluster.create_database(f"lifecycle_{size}")
-                for label, url in databases.items():
-                    upgrade(url)
-                    started = time.perf_counter()
-                    populate(url, size)
-                    filled = time.perf_counter() - started
-                    rate = consumer_drain(
-                        broker.bootstrap, url, len(events), "lifecycle", engine.apply
-                    )
-                    print(
-                        f"[{size:>9,} customers] lifecycle consumer, {label:<10}: {rate:>7.0f} "
-                        f"events/s (ratio {rate / raw:.2f}; {1e6 / rate:.0f} us/event; "
-                        f"population written in {filled:.0f} s)"
-                    )
+            databases = {"SQLite": f"sqlite:///{work / f'lifecycle-{size}.db'}"}
+            if cluster is not None:
+                databases["PostgreSQL"] = cluster.create_database(f"lifecycle_{size}")
+            for url in databases.values():
+                upgrade(url)
+                populate(url, size)
+            for mix in MIXES:
+                events = workload(args.events, size, mix)
+                with embedded_broker() as broker:  # a broker per run: the topic holds only this
+                    publish_all(broker.bootstrap, events)
+                    raw = raw_drain(broker.bootstrap, len(events))
+                    name = f"{size:>9,} customers, {mix:<16}"
+                    print(f"[{name}] raw kafka-python consumer     : {raw:>7.0f} events/s")
+                    for label, url in databases.items():
+                        rate = consumer_drain(
+                            broker.bootstrap, url, len(events), "lifecycle", engine.apply
+                        )
+                        print(
+                            f"[{name}] lifecycle consumer, {label:<10} : {rate:>7.0f} events/s "
+                            f"(ratio {rate / raw:.2f}; {1e6 / rate:.0f} us/event)"
+                        )
     finally:
         if cluster is not None:
             cluster.stop()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TOUCHPOINTS = "touchpoints.v1"
 REJECTED = "touchpoints.rejected.v1"
@@ -56,6 +56,17 @@ class Touchpoint(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)
     revenue: float | None = None
     currency: str | None = None
+
+    @field_validator("timestamp", "original_timestamp", "sent_at", "received_at")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        """Aware times in the standard library's UTC: comparing datetimes that share one tzinfo
+        object is several times faster, and consumers compare event times constantly."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("times must carry a timezone")
+        return value if value.tzinfo is UTC else value.astimezone(UTC)
 
     @property
     def customer_key(self) -> str:

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1)
     # kafka-python's max_poll_interval_ms; also the JoinGroup delay of the embedded broker.
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
-    consumer_batch_size: int = Field(default=500, ge=1)
+    consumer_batch_size: int = Field(default=1000, ge=1)
     run_consumer: bool = True  # run the Kafka consumer loop inside the service process
 
     produce_timeout_s: float = Field(default=5.0, gt=0)

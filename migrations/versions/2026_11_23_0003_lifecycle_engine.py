@@ -68,6 +68,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "customer_id", "at", "message_id", name=op.f("pk_lifecycle_touches")
         ),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "lifecycle_orders",

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from services.lifecycle import repository
 from services.lifecycle.handlers import LifecycleEngine, UnknownCustomer, build_engine
-from services.lifecycle.journey import REACTIVATED, RESET, STAGE
+from services.lifecycle.journey import REACTIVATED, RESET, STAGE, decode_path
 from services.lifecycle.outbox import relay
 from services.lifecycle.stages import status
 from services.lifecycle.tables import lifecycle_customers, lifecycle_transitions
@@ -184,10 +184,7 @@ def get_journey(customer_id: str, request: Request, session: DbSession) -> Journ
             at=row.at,
             channel=row.channel,
             message_id=row.message_id,
-            touch_path=[
-                PathTouch(at=t.at, channel=t.channel)
-                for t in repository.decode_path(row.touch_path)
-            ],
+            touch_path=[PathTouch(at=t.at, channel=t.channel) for t in decode_path(row.touch_path)],
             recorded_at=row.recorded_at,
             note=row.note,
         )

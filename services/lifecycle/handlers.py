@@ -76,6 +76,7 @@ class LifecycleEngine:
         profiles = repository.load_profiles(
             session, set(owners) | {absorbed for absorbed, _ in graph.merges}
         )
+        known_before = {c: p.known for c, p in profiles.items()}
         needs_journey = set(merged) | {a for a, _ in graph.merges}
         by_owner: dict[str, list[Touchpoint]] = defaultdict(list)
         for event, owner in zip(events, owners, strict=True):
@@ -89,13 +90,15 @@ class LifecycleEngine:
         )
 
         dirty_orders: set[tuple[str, str]] = set()
+        moves = []
         for absorbed, into in graph.merges:
             source = profiles.pop(absorbed, None)
             target = profiles.setdefault(into, Profile(into, True, Facts()))
             if source is not None:
                 target.facts = target.facts.merged(source.facts)
                 target.event_count += source.event_count
-                repository.move_customer(session, absorbed, into)
+                moves.append((absorbed, into))
+        repository.move_customers(session, moves)
         repository.link_ids(session, {i: graph.customer_of[i] for i in graph.changed})
 
         touches: list[tuple[str, Mark]] = []
@@ -124,7 +127,15 @@ class LifecycleEngine:
         self._update_journeys(
             session, [profiles[c] for c in needs_journey if c in profiles], touched_at, merged, now
         )
-        repository.save_profiles(session, list(profiles.values()), now)
+        touched_only = {
+            c
+            for c, p in profiles.items()
+            if p.stored and c not in needs_journey and p.known == known_before.get(c)
+        }
+        repository.save_touched(session, [profiles[c] for c in touched_only], now)
+        repository.save_profiles(
+            session, [p for c, p in profiles.items() if c not in touched_only], now
+        )
         repository.save_orders(
             session,
             [
@@ -141,10 +152,9 @@ class LifecycleEngine:
         later events only. Raises UnknownCustomer, or ValueError for a stage not in the model."""
         if stage not in self.model.names:
             raise ValueError(f"unknown stage {stage!r}; the model has {self.model.names}")
-        if repository.customer_of(session, any_id) is None:
+        if not repository.claim(session, any_id):
             raise UnknownCustomer(any_id)
-        graph = repository.lock_ids(session, {any_id})  # the first write: serialises on SQLite
-        customer = graph.customer_of[any_id]
+        customer = repository.lock_ids(session, {any_id}).customer_of[any_id]
         profile = repository.load_profiles(session, [customer])[customer]
         repository.complete_profiles(session, [profile])
         now = repository.utcnow()

@@ -20,6 +20,7 @@ class Identities:
     merges: list[tuple[str, str]] = field(default_factory=list)  # (absorbed, into)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (id, customer) not linked
     changed: set[str] = field(default_factory=set)  # ids whose customer changed
+    _into: dict[str, str] = field(default_factory=dict)  # absorbed -> into
 
     def resolve(
         self, user_id: str | None, anonymous_id: str | None, previous_id: str | None = None
@@ -40,20 +41,21 @@ class Identities:
             if theirs == customer:
                 continue
             if theirs not in self.existing:  # an id never seen before joins this customer
-                self._move(theirs, customer)
+                self.customer_of[other] = customer
+                self.changed.add(other)
             elif theirs in self.known:
                 self.refused.append((other, customer))
             else:
                 self._move(theirs, customer)
                 self.existing.discard(theirs)
                 self.merges.append((theirs, customer))
+                self._into[theirs] = customer
         return customer
 
     def final(self, customer: str) -> str:
         """Where a customer ended up after the batch's merges."""
-        for absorbed, into in self.merges:
-            if customer == absorbed:
-                customer = into
+        while customer in self._into:
+            customer = self._into[customer]
         return customer
 
     def _move(self, old: str, new: str) -> None:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import orjson
+
 from services.lifecycle.stages import Facts, Mark, StageModel, entry_marks, reactivations
 
 STAGE, REACTIVATED, RESET = "stage", "reactivated", "reset"
@@ -35,14 +37,14 @@ class Transition:
 
 @dataclass(frozen=True)
 class Stored:
-    """A transition row as stored."""
+    """A transition row as stored (its touch path as the stored JSON text)."""
 
     id: str
     kind: str
     from_stage: str | None
     to_stage: str
     mark: Mark
-    path: Path
+    path: str
 
 
 @dataclass
@@ -72,6 +74,15 @@ def touch_path(touches: Sequence[Touch], at: datetime, lookback: timedelta, limi
     if len(window) > limit:
         window = [window[0], *window[len(window) - limit + 1 :]]
     return tuple(window)
+
+
+def encode_path(path: Path) -> str:
+    """The stored form of a touch path: JSON `[[at ISO 8601, channel], ...]`."""
+    return orjson.dumps([[t.at.isoformat(), t.channel] for t in path]).decode()
+
+
+def decode_path(text: str) -> Path:
+    return tuple(Touch(datetime.fromisoformat(at), channel) for at, channel in orjson.loads(text))
 
 
 def reconcile(
@@ -109,7 +120,7 @@ def reconcile(
         moved = (keep.mark, keep.from_stage) != (want.mark, want.from_stage)
         if moved or refresh(want.mark.at):
             path = path_of(want.mark.at)
-            if moved or path != keep.path:
+            if moved or encode_path(path) != keep.path:
                 changes.update.append((keep.id, want, path))
     changes.delete += [s.id for s in live]  # no longer implied (a win-back a late order filled)
     return changes

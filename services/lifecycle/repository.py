@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from services.lifecycle.identity import Identities
-from services.lifecycle.journey import Path, Stored, Touch, Transition
+from services.lifecycle.journey import Path, Stored, Touch, Transition, encode_path
 from services.lifecycle.stages import Facts, Mark, Order, Refund, Reset
 from services.lifecycle.tables import (
     lifecycle_customers,
@@ -32,7 +32,6 @@ from services.lifecycle.tables import (
     lifecycle_transitions,
 )
 from shared.db import upsert_into
-from shared.events import StageChange
 
 CHUNK = 500
 
@@ -65,18 +64,25 @@ class Profile:
     stored: bool = False  # has a row
 
 
+def claim(session: Session, any_id: str) -> bool:
+    """Start a write on this id's row (an admin change outside the consumer loop): PostgreSQL locks
+    the row, SQLite takes its write lock before anything is read. False if the id is unknown."""
+    ids_ = lifecycle_ids
+    result = session.execute(
+        update(ids_).where(ids_.c.id == any_id).values(customer_id=ids_.c.customer_id)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def lock_ids(session: Session, ids: set[str]) -> Identities:
-    """Create the rows of new ids (each its own customer until linked) and lock every id's row."""
-    for chunk in _chunks(ids):
-        session.execute(
-            upsert_into(session, lifecycle_ids).on_conflict_do_nothing(),
-            [{"id": i, "customer_id": i} for i in chunk],
-        )
+    """Lock the rows of the given ids, creating those never seen (each its own customer until an
+    event links it), and return their slice of the identity graph."""
     customer_of: dict[str, str] = {}
     existing: set[str] = set()
     known: set[str] = set()
-    ids_, customers = lifecycle_ids, lifecycle_customers
-    for chunk in _chunks(ids):
+
+    def lock(chunk: list[str]) -> None:
+        ids_, customers = lifecycle_ids, lifecycle_customers
         rows = session.execute(
             select(ids_.c.id, ids_.c.customer_id, customers.c.known)
             .outerjoin(customers, customers.c.customer_id == ids_.c.customer_id)
@@ -90,6 +96,23 @@ def lock_ids(session: Session, ids: set[str]) -> Identities:
                 existing.add(row.customer_id)
                 if row.known:
                     known.add(row.customer_id)
+
+    for chunk in _chunks(ids):
+        lock(chunk)
+    missing = sorted(ids - customer_of.keys())
+    if missing:
+        created = set(
+            session.scalars(
+                upsert_into(session, lifecycle_ids)
+                .on_conflict_do_nothing()
+                .returning(lifecycle_ids.c.id),
+                [{"id": i, "customer_id": i} for i in missing],
+            )
+        )
+        customer_of.update((i, i) for i in created)
+        # Created meanwhile by another instance (the insert waited for its commit): lock them now.
+        for chunk in _chunks(set(missing) - created):
+            lock(chunk)
     return Identities(customer_of, existing, known)
 
 
@@ -153,17 +176,22 @@ def complete_profiles(session: Session, profiles: Sequence[Profile]) -> None:
         profile.complete = True
 
 
-def move_customer(session: Session, absorbed: str, into: str) -> None:
-    """Re-key everything of `absorbed` to `into` (an identity merge). Orders are rewritten from the
-    merged facts by `save`, so the absorbed customer's rows are dropped here."""
+def move_customers(session: Session, moves: Sequence[tuple[str, str]]) -> None:
+    """Re-key everything of each absorbed customer to the one it merged into (identity merges,
+    as (absorbed, into) pairs). Orders are rewritten from the merged facts by `save_orders`, so
+    the absorbed customers' rows are dropped here."""
+    if not moves:
+        return
+    pairs = [{"absorbed": a, "into": i} for a, i in moves]
     for table in (lifecycle_ids, lifecycle_touches, lifecycle_refunds, lifecycle_transitions):
         session.execute(
-            update(table).where(table.c.customer_id == absorbed).values(customer_id=into)
+            update(table)
+            .where(table.c.customer_id == bindparam("absorbed"))
+            .values(customer_id=bindparam("into")),
+            pairs,
         )
-    session.execute(delete(lifecycle_orders).where(lifecycle_orders.c.customer_id == absorbed))
-    session.execute(
-        delete(lifecycle_customers).where(lifecycle_customers.c.customer_id == absorbed)
-    )
+    for table in (lifecycle_orders, lifecycle_customers):
+        session.execute(delete(table).where(table.c.customer_id == bindparam("absorbed")), pairs)
 
 
 def link_ids(session: Session, links: Mapping[str, str]) -> None:
@@ -199,35 +227,32 @@ def load_transitions(session: Session, customer_ids: Iterable[str]) -> dict[str,
                     from_stage=row.from_stage,
                     to_stage=row.to_stage,
                     mark=Mark(row.at, row.message_id or "", row.channel or ""),
-                    path=decode_path(row.touch_path),
+                    path=row.touch_path,
                 )
             )
     return result
 
 
 def load_touches(session: Session, since: Mapping[str, datetime]) -> dict[str, list[Touch]]:
-    """Each customer's touches from its `since` on."""
+    """Each customer's touches from its `since` on (customers with close bounds share a query)."""
     t = lifecycle_touches.c
     result: dict[str, list[Touch]] = {}
-    items = sorted(since.items())
-    for start in range(0, len(items), 100):
-        condition = or_(
-            *(and_(t.customer_id == c, t.at >= at) for c, at in items[start : start + 100])
+    items = sorted(since.items(), key=lambda item: item[1])
+    for start in range(0, len(items), CHUNK):
+        chunk = dict(items[start : start + CHUNK])
+        rows = session.execute(
+            select(t.customer_id, t.at, t.channel).where(
+                t.customer_id.in_(sorted(chunk)), t.at >= min(chunk.values())
+            )
         )
-        for row in session.execute(select(t.customer_id, t.at, t.channel).where(condition)):
-            result.setdefault(row.customer_id, []).append(Touch(row.at, row.channel))
+        for row in rows:
+            if row.at >= chunk[row.customer_id]:
+                result.setdefault(row.customer_id, []).append(Touch(row.at, row.channel))
     return result
 
 
-def encode_path(path: Path) -> str:
-    return orjson.dumps([[t.at.isoformat(), t.channel] for t in path]).decode()
-
-
-def decode_path(text: str) -> Path:
-    return tuple(Touch(datetime.fromisoformat(at), channel) for at, channel in orjson.loads(text))
-
-
 def save_profiles(session: Session, profiles: Sequence[Profile], now: datetime) -> None:
+    """Write whole profiles (new ones, merged ones, those whose stage facts changed)."""
     rows = [_row(p, now) for p in sorted(profiles, key=lambda p: p.customer_id)]
     if not rows:
         return
@@ -239,6 +264,31 @@ def save_profiles(session: Session, profiles: Sequence[Profile], now: datetime) 
         ),
         rows,
     )
+
+
+def save_touched(session: Session, profiles: Sequence[Profile], now: datetime) -> None:
+    """Write what a touch changes on a stored profile whose stage facts did not move (most
+    events): the last touch and the event count."""
+    if profiles:
+        c = lifecycle_customers.c
+        session.execute(
+            update(lifecycle_customers)
+            .where(c.customer_id == bindparam("id"))
+            .values(
+                last_touch_at=bindparam("last"),
+                event_count=bindparam("events"),
+                updated_at=bindparam("now"),
+            ),
+            [
+                {
+                    "id": p.customer_id,
+                    "last": p.facts.last_touch_at,
+                    "events": p.event_count,
+                    "now": now,
+                }
+                for p in sorted(profiles, key=lambda p: p.customer_id)
+            ],
+        )
 
 
 def _row(p: Profile, now: datetime) -> dict[str, Any]:
@@ -322,36 +372,38 @@ def add_transitions(session: Session, new: Sequence[NewTransition], now: datetim
     if not new:
         return
     rows, outbox = [], []
+    recorded = now.isoformat()
     for item in new:
         tr, mark = item.transition, item.transition.mark
-        change = StageChange(
-            transition_id=uuid.uuid4().hex,
-            customer_id=item.customer_id,
-            kind=tr.kind,  # type: ignore[arg-type]
-            from_stage=tr.from_stage,
-            to_stage=tr.to_stage,
-            at=mark.at,
-            channel=mark.channel or None,
-            message_id=mark.message_id or None,
-            recorded_at=now,
-        )
-        rows.append(
-            {
-                "id": change.transition_id,
-                "customer_id": item.customer_id,
-                "kind": tr.kind,
-                "from_stage": tr.from_stage,
-                "to_stage": tr.to_stage,
-                "at": mark.at,
-                "message_id": change.message_id,
-                "channel": change.channel,
-                "touch_path": encode_path(item.path),
-                "recorded_at": now,
-                "note": item.note,
-            }
-        )
+        row = {
+            "id": uuid.uuid4().hex,
+            "customer_id": item.customer_id,
+            "kind": tr.kind,
+            "from_stage": tr.from_stage,
+            "to_stage": tr.to_stage,
+            "at": mark.at,
+            "message_id": mark.message_id or None,
+            "channel": mark.channel or None,
+            "touch_path": encode_path(item.path),
+            "recorded_at": now,
+            "note": item.note,
+        }
+        rows.append(row)
+        # The StageChange message (shared/events.py), serialised directly: this is per transition.
+        payload = {
+            "schema": 1,
+            "transition_id": row["id"],
+            "customer_id": item.customer_id,
+            "kind": tr.kind,
+            "from_stage": tr.from_stage,
+            "to_stage": tr.to_stage,
+            "at": mark.at.isoformat(),
+            "channel": row["channel"],
+            "message_id": row["message_id"],
+            "recorded_at": recorded,
+        }
         outbox.append(
-            {"key": item.customer_id, "payload": change.to_json().decode(), "created_at": now}
+            {"key": item.customer_id, "payload": orjson.dumps(payload).decode(), "created_at": now}
         )
     session.execute(lifecycle_transitions.insert(), rows)
     session.execute(lifecycle_outbox.insert(), outbox)

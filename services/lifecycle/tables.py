@@ -59,6 +59,7 @@ lifecycle_touches = Table(
     Column("at", UTCDateTime(), primary_key=True),
     Column("message_id", String(128), primary_key=True),
     Column("channel", String(16), nullable=False),
+    sqlite_with_rowid=False,  # the primary key is the table: one B-tree per touch, not two
 )
 
 lifecycle_orders = Table(

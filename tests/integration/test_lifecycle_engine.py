@@ -17,6 +17,7 @@ from services.lifecycle.api import create_app
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.stages import StageModelError
 from services.lifecycle.tables import lifecycle_outbox
+from shared.events import StageChange
 from tests.support.lifecycle import (
     day,
     feed,
@@ -173,9 +174,10 @@ def test_every_new_transition_is_queued_for_the_topic(db: sessionmaker[Session])
         rows = session.execute(
             select(lifecycle_outbox.c.payload).where(lifecycle_outbox.c.key == user)
         ).scalars()
-        changes = [orjson.loads(r) for r in rows]
-    assert sorted(c["to_stage"] for c in changes) == ["engaged", "first_purchase", "visitor"]
-    assert {c["message_id"] for c in changes} == {read(db, user)["first_touch_message"]}
+        changes = [StageChange.model_validate_json(r) for r in rows]  # the topic's schema
+    assert sorted(c.to_stage for c in changes) == ["engaged", "first_purchase", "visitor"]
+    assert {c.message_id for c in changes} == {read(db, user)["first_touch_message"]}
+    assert {c.customer_id for c in changes} == {user}
 
 
 def test_admin_reset_is_audited_and_rules_apply_again_after_it(
