@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -32,6 +33,24 @@ def embedded_broker(partitions: int = 6) -> Iterator[EmbeddedBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@contextmanager
+def postgres_cluster(wanted: bool) -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster (the tests' helper) when `wanted`, else None."""
+    if not wanted:
+        yield None
+        return
+    from tests.support.postgres import PostgresCluster, find_pg_bin
+
+    bin_dir = find_pg_bin()
+    assert bin_dir is not None, "PostgreSQL server binaries not found"
+    cluster = PostgresCluster(bin_dir)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def service_env(bootstrap: str, database_url: str, **extra: str) -> dict[str, str]:
@@ -138,7 +157,7 @@ def consumer_drain(
                 started = time.perf_counter() - (stats.last_batch_seconds if stats else 0)
             if done >= count:
                 break
-            time.sleep(0.01)
+            time.sleep(0.1)  # rarely: a thread that wakes often steals the GIL from the consumer
         assert started is not None
         return count / (time.perf_counter() - started)
     finally:

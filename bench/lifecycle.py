@@ -19,7 +19,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import consumer_drain, embedded_broker, publish_all, raw_drain
+from bench.common import (
+    consumer_drain,
+    embedded_broker,
+    postgres_cluster,
+    publish_all,
+    raw_drain,
+)
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.tables import (
     lifecycle_customers,
@@ -157,15 +163,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="touchline-bench-"))
     engine = build_engine(Settings(embedded=True, data_dir=work))
-    cluster = None
-    if args.postgres:
-        from tests.support.postgres import PostgresCluster, find_pg_bin
-
-        bin_dir = find_pg_bin()
-        assert bin_dir is not None, "PostgreSQL server binaries not found"
-        cluster = PostgresCluster(bin_dir)
-        cluster.start()
-    try:
+    with postgres_cluster(args.postgres) as cluster:
         for size in (int(s) for s in args.customers.split(",")):
             databases = {"SQLite": f"sqlite:///{work / f'lifecycle-{size}.db'}"}
             if cluster is not None:
@@ -188,9 +186,6 @@ def main() -> None:
                             f"[{name}] lifecycle consumer, {label:<10} : {rate:>7.0f} events/s "
                             f"(ratio {rate / raw:.2f}; {1e6 / rate:.0f} us/event)"
                         )
-    finally:
-        if cluster is not None:
-            cluster.stop()
 
 
 if __name__ == "__main__":

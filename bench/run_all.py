@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-BENCHMARKS = [["bench.ingest"], ["bench.scoring", "--postgres"]]
+BENCHMARKS = [["bench.ingest"], ["bench.lifecycle", "--postgres"], ["bench.scoring", "--postgres"]]
 
 
 def main() -> int:

@@ -27,6 +27,7 @@ from bench.common import (
     consumer_drain,
     embedded_broker,
     percentile,
+    postgres_cluster,
     publish_all,
     raw_drain,
     service,
@@ -189,21 +190,10 @@ def main() -> None:
         "orders only": purchase_events(args.events, args.events // 5),
         "10% orders": purchase_events(args.events, args.events // 5, purchase_share=0.1),
     }
-    cluster = None
-    if args.postgres:
-        from tests.support.postgres import PostgresCluster, find_pg_bin
-
-        bin_dir = find_pg_bin()
-        assert bin_dir is not None, "PostgreSQL server binaries not found"
-        cluster = PostgresCluster(bin_dir)
-        cluster.start()
-    try:
+    with postgres_cluster(args.postgres) as cluster:
         for name, events in workloads.items():
             with embedded_broker() as broker:  # a broker per workload: the topic holds only it
                 drain_all(broker.bootstrap, name, events, work, cluster)
-    finally:
-        if cluster is not None:
-            cluster.stop()
 
     with embedded_broker() as broker:
         for size in (int(s) for s in args.customers.split(",")):

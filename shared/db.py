@@ -57,20 +57,24 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
+        if dialect.name != "sqlite":
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given; Touchline stores aware UTC times only")
+            return value
+        if value.tzinfo is UTC:  # the common case (event times are normalised to it): fast path
+            return value.isoformat(" ", "microseconds")[:26]
         offset = value.utcoffset()
         if offset is None:
             raise ValueError("naive datetime given; Touchline stores aware UTC times only")
-        if dialect.name == "sqlite":
-            return (value.replace(tzinfo=None) - offset).isoformat(" ", timespec="microseconds")
-        return value.astimezone(UTC)
+        return (value.replace(tzinfo=None) - offset).isoformat(" ", "microseconds")
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
+        if type(value) is str:  # SQLite
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
         assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 processed_messages = Table(
