@@ -3,8 +3,9 @@ refunds, transitions and the outbox. Never commits: the consumer loop or the API
 
 Locking (PostgreSQL): a batch first locks the rows of every id it carries, sorted, then the rows of
 the customers they resolve to, sorted; so two instances working on different partitions serialise
-on a shared customer (an identity merge spanning partitions). SQLite serialises writers anyway:
-the transaction's first statement is a write, so no read can go stale.
+on a shared customer (an identity merge spanning partitions). SQLite runs one writer at a time,
+and every writing transaction starts with a write (the consumer loop's processed-message insert,
+`claim` for an admin change), so nothing it reads can go stale before it commits.
 """
 
 from __future__ import annotations
