@@ -120,7 +120,9 @@ def get_customer(
     """A customer by any of their ids: stage, status and counters, now or as of a past time."""
     engine = _engine(request)
     canonical = _customer_id(session, customer_id)
-    profile = repository.load_profiles(session, [canonical], lock=False)[canonical]
+    profile = repository.load_profiles(session, [canonical], lock=False).get(canonical)
+    if profile is None:  # its id was committed, its profile not (yet): not a customer yet
+        raise HTTPException(404, detail=f"unknown customer {customer_id!r}")
     when = _aware(as_of)
     facts = profile.facts
     assert facts.first_touch is not None and facts.last_touch_at is not None
