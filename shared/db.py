@@ -101,6 +101,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
+            # Consumers write ~2 random pages per event. Checkpointing every 10,000 pages instead
+            # of SQLite's 1,000 copies (and fsyncs) each page less often; the WAL file is cut
+            # back to 64 MiB after a checkpoint. 16 MiB of page cache per connection keeps the
+            # upper B-tree levels of a large database in memory (default: 2 MiB).
+            cursor.execute("PRAGMA wal_autocheckpoint=10000")
+            cursor.execute("PRAGMA journal_size_limit=67108864")
+            cursor.execute("PRAGMA cache_size=-16384")
             cursor.close()
 
         return engine
