@@ -56,12 +56,19 @@ def touch(
 
 
 def order(
-    at: datetime, order_id: str, amount: float, *, user: str | None = None, anon: str | None = None
+    at: datetime,
+    order_id: str,
+    amount: float,
+    *,
+    user: str | None = None,
+    anon: str | None = None,
+    channel: str = "web",
 ) -> Touchpoint:
     return touch(
         at,
         user=user,
         anon=anon,
+        channel=channel,
         event="Order Completed",
         properties={"order_id": order_id, "revenue": amount},
         revenue=amount,

@@ -1,0 +1,261 @@
+"""Per-channel conversion in SQL (SQLite and PostgreSQL): who entered a stage, who of them went
+on to the next one, how fast, and which channels get the credit under an attribution model.
+
+Definitions (what every number of the conversion API and the dashboard means):
+
+- entered: customers whose first entry into `from` in [since, until) was recorded; their channel
+  is the channel of the touch that moved them into `from`.
+- converted: those of them with an entry into `to` at or after that entry (at any time since);
+  time to convert = the time between the two entries (median; p90 by nearest rank).
+- credited conversions: each conversion's credit spread over its touch path (the touches within
+  `lookback_days` before the entry into `to`) by the model in `attribution.py`, summed per
+  channel. A conversion with no touch in the window is credited to no channel (`unattributed`).
+- credited revenue: credit x the conversion's value, the amount of the order that triggered the
+  entry into `to` (0 when it was not an order).
+- cohorts: customers by the week (Monday, UTC) and channel of their first touch, and how many of
+  them have ever entered each stage.
+
+Everything is aggregated by the database; Python only assembles the few rows per channel.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.orm import Session
+
+from services.lifecycle.attribution import MODELS
+from shared.db import UTCDateTime
+
+CHANNELS = ("web", "email", "mobile", "social", "other")
+ALL = "*"
+EPSILON_DAYS = 1e-6  # touch ages come from floating-point day counts: keep the boundary touch
+
+# The SQL that differs between the two databases.
+_SQLITE = {
+    "seconds": "(julianday({later}) - julianday({earlier})) * 86400.0",
+    "path": ", json_each(c.touch_path) AS j",
+    "index": "j.key",
+    "touch_at": "json_extract(j.value, '$[0]')",
+    "touch_channel": "json_extract(j.value, '$[1]')",
+    "age_days": "(julianday(c.at) - julianday(json_extract(j.value, '$[0]')))",
+    "week": "date({column}, 'weekday 0', '-6 days')",
+}
+_POSTGRES = {
+    "seconds": "EXTRACT(EPOCH FROM ({later} - {earlier}))::float8",
+    "path": " CROSS JOIN LATERAL jsonb_array_elements(c.touch_path::jsonb)"
+    " WITH ORDINALITY AS j(value, i)",
+    "index": "j.i",
+    "touch_at": "(j.value ->> 0)",
+    "touch_channel": "(j.value ->> 1)",
+    "age_days": "EXTRACT(EPOCH FROM (c.at - (j.value ->> 0)::timestamptz))::float8 / 86400.0",
+    "week": "to_char(date_trunc('week', {column} AT TIME ZONE 'UTC'), 'YYYY-MM-DD')",
+}
+
+# Raw credit of a touch at position rn of n (oldest first); ties are averaged afterwards.
+_WEIGHTS = {
+    "first_touch": "CASE WHEN rn = 1 THEN 1.0 ELSE 0.0 END",
+    "last_touch": "CASE WHEN rn = n THEN 1.0 ELSE 0.0 END",
+    "linear": "1.0 / n",
+    "time_decay": "decay / decay_sum",
+    "position_based": (
+        "CASE WHEN n <= 2 THEN 1.0 / n WHEN rn = 1 OR rn = n THEN 0.4 ELSE 0.2 / (n - 2) END"
+    ),
+}
+assert set(_WEIGHTS) == set(MODELS)
+
+_CONVERTED = """
+WITH entries AS (
+    SELECT customer_id, at, channel,
+           ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY at, id) AS k
+    FROM lifecycle_transitions
+    WHERE kind = 'stage' AND to_stage = :from_stage AND at >= :since AND at < :until
+),
+entered AS (
+    SELECT customer_id, at, COALESCE(channel, 'other') AS channel FROM entries WHERE k = 1
+),
+reached AS (
+    SELECT e.customer_id, e.channel AS entry_channel, e.at AS entered_at,
+           t.id, t.at, t.message_id, t.touch_path,
+           ROW_NUMBER() OVER (PARTITION BY e.customer_id ORDER BY t.at, t.id) AS k
+    FROM entered e
+    JOIN lifecycle_transitions t
+      ON t.customer_id = e.customer_id AND t.kind = 'stage' AND t.to_stage = :to_stage
+     AND t.at >= e.at
+),
+converted AS (SELECT * FROM reached WHERE k = 1)
+"""
+
+_ENTERED = _CONVERTED + "SELECT channel, COUNT(*) FROM entered GROUP BY channel"
+
+_DURATIONS = (
+    _CONVERTED
+    + """,
+durations AS (SELECT entry_channel AS channel, {seconds} AS secs FROM converted),
+ranked AS (
+    SELECT channel, secs,
+           ROW_NUMBER() OVER (PARTITION BY channel ORDER BY secs) AS rn,
+           COUNT(*) OVER (PARTITION BY channel) AS n
+    FROM durations
+    UNION ALL
+    SELECT '*', secs, ROW_NUMBER() OVER (ORDER BY secs), COUNT(*) OVER () FROM durations
+)
+SELECT channel, rn, n, secs FROM ranked
+WHERE rn = (n + 1) / 2 OR rn = (n + 2) / 2 OR rn = (9 * n + 9) / 10
+"""
+)
+
+_CREDITS = (
+    _CONVERTED
+    + """,
+valued AS (
+    SELECT c.id, c.at, c.touch_path,
+           COALESCE((SELECT SUM(o.amount) FROM lifecycle_orders o
+                     WHERE o.customer_id = c.customer_id AND o.message_id = c.message_id), 0)
+           AS value
+    FROM converted c
+),
+touches AS (
+    SELECT c.id, c.value, {index} AS idx, {touch_at} AS touch_at,
+           {touch_channel} AS channel, {age_days} AS age
+    FROM valued c{path}
+),
+ranked AS (
+    SELECT id, value, touch_at, channel, POWER(0.5, age / 7.0) AS decay,
+           ROW_NUMBER() OVER (PARTITION BY id ORDER BY idx) AS rn,
+           COUNT(*) OVER (PARTITION BY id) AS n,
+           SUM(POWER(0.5, age / 7.0)) OVER (PARTITION BY id) AS decay_sum
+    FROM touches
+    WHERE age <= :lookback_days
+),
+weighted AS (SELECT id, value, touch_at, channel, {weight} AS w FROM ranked),
+shared AS (
+    SELECT value, channel, AVG(w) OVER (PARTITION BY id, touch_at) AS w FROM weighted
+)
+SELECT channel, SUM(w), SUM(w * value) FROM shared GROUP BY channel
+"""
+)
+
+_COHORTS = """
+WITH acquired AS (
+    SELECT customer_id, {week} AS week, first_touch_channel AS channel
+    FROM lifecycle_customers
+    WHERE first_touch_at >= :since AND first_touch_at < :until
+)
+SELECT week, channel, NULL, COUNT(*) FROM acquired GROUP BY week, channel
+UNION ALL
+SELECT a.week, a.channel, t.to_stage, COUNT(DISTINCT a.customer_id)
+FROM acquired a
+JOIN lifecycle_transitions t ON t.customer_id = a.customer_id AND t.kind = 'stage'
+GROUP BY a.week, a.channel, t.to_stage
+"""
+
+
+@dataclass
+class ChannelConversion:
+    channel: str
+    entered: int = 0
+    converted: int = 0
+    median_seconds: float | None = None
+    p90_seconds: float | None = None
+    credited_conversions: float = 0.0
+    credited_revenue: float = 0.0
+
+    @property
+    def rate(self) -> float | None:
+        return self.converted / self.entered if self.entered else None
+
+
+@dataclass
+class Conversion:
+    from_stage: str
+    to_stage: str
+    model: str
+    channels: list[ChannelConversion]
+    total: ChannelConversion
+    unattributed: float
+
+
+@dataclass
+class Cohort:
+    week: str
+    channel: str
+    acquired: int = 0
+    reached: dict[str, int] = field(default_factory=dict)
+
+
+def _sql(session: Session, template: str, **fragments: str) -> Any:
+    dialect = _POSTGRES if session.get_bind().dialect.name == "postgresql" else _SQLITE
+    values = {**dialect, **fragments}
+    values["seconds"] = dialect["seconds"].format(later="at", earlier="entered_at")
+    values["week"] = dialect["week"].format(column="first_touch_at")
+    return text(template.format(**values)).bindparams(
+        bindparam("since", type_=UTCDateTime()), bindparam("until", type_=UTCDateTime())
+    )
+
+
+def conversion(
+    session: Session,
+    *,
+    from_stage: str,
+    to_stage: str,
+    model: str,
+    since: datetime,
+    until: datetime,
+    lookback_days: float,
+) -> Conversion:
+    """Conversion from `from_stage` to `to_stage` for the entries into `from_stage` in the
+    window, per channel and in total, credited under `model` (one of attribution.MODELS)."""
+    if model not in _WEIGHTS:
+        raise ValueError(f"unknown attribution model {model!r}; one of {', '.join(MODELS)}")
+    params = {"from_stage": from_stage, "to_stage": to_stage, "since": since, "until": until}
+    rows = {c: ChannelConversion(c) for c in (*CHANNELS, ALL)}
+
+    def row(channel: str) -> ChannelConversion:
+        return rows.setdefault(channel, ChannelConversion(channel))
+
+    for channel, count in session.execute(_sql(session, _ENTERED), params):
+        row(channel).entered = count
+        rows[ALL].entered += count
+    ranks: dict[str, dict[int, float]] = defaultdict(dict)
+    for channel, rn, n, secs in session.execute(_sql(session, _DURATIONS), params):
+        row(channel).converted = n
+        ranks[channel][rn] = float(secs)
+    for channel, at_rank in ranks.items():
+        n = rows[channel].converted
+        rows[channel].median_seconds = (at_rank[(n + 1) // 2] + at_rank[(n + 2) // 2]) / 2
+        rows[channel].p90_seconds = at_rank[(9 * n + 9) // 10]
+    credits = session.execute(
+        _sql(session, _CREDITS, weight=_WEIGHTS[model]),
+        {**params, "lookback_days": lookback_days + EPSILON_DAYS},
+    )
+    for channel, credited, revenue in credits:
+        for target in (row(channel), rows[ALL]):
+            target.credited_conversions += float(credited)
+            target.credited_revenue += float(revenue)
+    total = rows.pop(ALL)
+    return Conversion(
+        from_stage=from_stage,
+        to_stage=to_stage,
+        model=model,
+        channels=list(rows.values()),
+        total=total,
+        unattributed=max(0.0, total.converted - total.credited_conversions),
+    )
+
+
+def cohorts(session: Session, *, since: datetime, until: datetime) -> list[Cohort]:
+    """Customers acquired per (week, first-touch channel) and how many ever entered each stage."""
+    found: dict[tuple[str, str], Cohort] = {}
+    rows = session.execute(_sql(session, _COHORTS), {"since": since, "until": until})
+    for week, channel, stage, count in rows:
+        cohort = found.setdefault((str(week), channel), Cohort(str(week), channel))
+        if stage is None:
+            cohort.acquired = count
+        else:
+            cohort.reached[stage] = count
+    return [found[key] for key in sorted(found)]
