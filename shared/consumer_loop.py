@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared import metrics
 from shared.db import mark_processed
 from shared.events import DeadLetter, Touchpoint, dlq
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, Record, Subscription
@@ -85,6 +86,7 @@ class ConsumerLoop:
             records = self._subscription.poll(max_records=self._batch_size, timeout_ms=200)
             if not records:
                 continue
+            metrics.observe_lag(self.name, self._subscription.progress(records, done=False))
             try:
                 self.process(records)
             except (BrokerUnavailable, OperationalError, InterfaceError, DBAPIError) as exc:
@@ -96,6 +98,7 @@ class ConsumerLoop:
                 continue
             backoff = 0.1
             self._subscription.commit(records)
+            metrics.observe_lag(self.name, self._subscription.progress(records, done=True))
 
     def process(self, records: Sequence[Record]) -> None:
         """Apply one polled batch to the database and dead-letter its poison messages.
@@ -122,6 +125,15 @@ class ConsumerLoop:
             self._dead_letters.publish(
                 [OutgoingMessage(dlq(d.topic), d.key, d.to_json()) for d in dead]
             )
+        elapsed = time.perf_counter() - started
+        metrics.BATCH_SIZE.labels(self.name).observe(len(records))
+        metrics.BATCH_SECONDS.labels(self.name).observe(elapsed)
+        for outcome, count in (
+            ("applied", applied),
+            ("duplicate", duplicates),
+            ("dead_lettered", len(dead)),
+        ):
+            metrics.CONSUMED.labels(self.name, outcome).inc(count)
         with self.stats.lock:
             self.stats.batches += 1
             self.stats.applied += applied
@@ -130,7 +142,7 @@ class ConsumerLoop:
             self.stats.healthy = True
             self.stats.last_error = None
             self.stats.last_batch_size = len(records)
-            self.stats.last_batch_seconds = time.perf_counter() - started
+            self.stats.last_batch_seconds = elapsed
 
     def _apply(self, events: Sequence[tuple[Record, Touchpoint]]) -> tuple[int, int]:
         """One transaction for the whole batch; returns (applied, duplicates)."""

@@ -163,6 +163,23 @@ class Subscription:
             # and the processed-message table drops them, so nothing is lost or counted twice.
             log.warning("offset commit failed, records will be replayed: %s", exc)
 
+    def progress(
+        self, records: Sequence[Record], *, done: bool
+    ) -> list[tuple[str, int, int | None, int]]:
+        """Per partition of `records`: (topic, partition, end offset as of the last fetch, next
+        offset to process), before (`done` false) or after processing them: what lag is."""
+        nxt: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            offset = r.offset + 1 if done else r.offset
+            nxt[tp] = (max if done else min)(nxt.get(tp, offset), offset)
+        assigned = self._consumer.assignment()
+        return [
+            (tp.topic, tp.partition, self._consumer.highwater(tp), offset)
+            for tp, offset in nxt.items()
+            if tp in assigned
+        ]
+
     def rewind(self, records: Sequence[Record]) -> None:
         """Seek back to the first of the given records per partition, to process them again."""
         first: dict[TopicPartition, int] = {}

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from shared.api import answer_bad_parameters_with_400, health_router
 from shared.consumer_loop import Handler
+from shared.metrics import instrument
 from shared.runtime import ConsumerService, Worker
 from shared.settings import Settings
 
@@ -37,6 +38,7 @@ def create_consumer_app(
     app = FastAPI(title=title, version="1", lifespan=lifespan)
     app.state.settings = settings
     answer_bad_parameters_with_400(app)
+    instrument(app, name)
     app.include_router(health_router(lambda request: request.app.state.service.readiness()))
     for router in routers:
         app.include_router(router)

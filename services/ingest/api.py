@@ -31,6 +31,7 @@ from services.ingest.schemas import (
     SegmentCall,
     request_body,
 )
+from shared import metrics
 from shared.api import health_router
 from shared.events import REJECTED, TOUCHPOINTS, RejectedEvent
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, broker_reachable
@@ -127,6 +128,7 @@ class Ingest:
             raise _error(429, "rate limit exceeded for this write key", retry_after_header(wait))
 
         messages: list[OutgoingMessage] = []
+        channels: list[str] = []
         rejected: list[RejectedItem] = []
         single_error: Rejected | None = None
         for index, raw in enumerate(items):
@@ -160,13 +162,19 @@ class Ingest:
             messages.append(
                 OutgoingMessage(TOUCHPOINTS, touchpoint.customer_key, touchpoint.to_json())
             )
+            channels.append(touchpoint.channel)
 
         try:
-            await run_in_threadpool(self.publisher.publish, messages)
+            with metrics.PRODUCE_SECONDS.time():
+                await run_in_threadpool(self.publisher.publish, messages)
         except BrokerUnavailable:
             log.warning("broker unavailable; answered 503")
             detail = "event broker unavailable, nothing was accepted; retry later"
             raise _error(503, detail, "5") from None
+        for channel in channels:
+            metrics.EVENTS_ACCEPTED.labels(channel).inc()
+        for item in rejected:
+            metrics.EVENTS_REJECTED.labels(metrics.reason_label(item.reason)).inc()
         if kind is not None and single_error is not None:
             raise _error(single_error.status, single_error.reason)
         return IngestResult(accepted=len(items) - len(rejected), rejected=rejected)
@@ -194,6 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    metrics.instrument(app, "ingest")
     app.add_middleware(
         CORSMiddleware,
         allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],

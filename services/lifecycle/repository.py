@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, event, func, select, update
 from sqlalchemy.orm import Session
 
 from services.lifecycle.identity import Identities
@@ -33,6 +34,7 @@ from services.lifecycle.tables import (
     lifecycle_touches,
     lifecycle_transitions,
 )
+from shared import metrics
 from shared.db import upsert_into
 
 CHUNK = 500
@@ -415,6 +417,20 @@ def add_transitions(session: Session, new: Sequence[NewTransition], now: datetim
         )
     session.execute(lifecycle_transitions.insert(), rows)
     session.execute(lifecycle_outbox.insert(), outbox)
+    counts = Counter(
+        (i.transition.kind, i.transition.to_stage, i.transition.mark.channel) for i in new
+    )
+    _count_when_committed(session, counts)
+
+
+def _count_when_committed(session: Session, counts: Counter[tuple[str, str, str]]) -> None:
+    """Transitions per kind, stage and channel in /metrics, once (and only if) they commit."""
+
+    def count(_: Session) -> None:
+        for (kind, stage, channel), n in counts.items():
+            metrics.TRANSITIONS.labels(kind, stage, channel or "none").inc(n)
+
+    event.listen(session, "after_commit", count, once=True)
 
 
 def update_transitions(session: Session, changes: Sequence[tuple[str, Transition, Path]]) -> None:

@@ -23,6 +23,7 @@ from services.scoring.btyd import (
     predicted_clv,
 )
 from services.scoring.counters import WEEK_DAYS, Counters
+from shared import metrics
 
 
 def summaries(session: Session, observation_end: date) -> tuple[np.ndarray, ...]:
@@ -73,6 +74,8 @@ def refit(session: Session, observation_end: date) -> dict[str, Any]:
             "gamma_gamma_log_likelihood": gg.log_likelihood,
         }
     row["fit_seconds"] = time.perf_counter() - started
+    metrics.REFIT_SECONDS.observe(row["fit_seconds"])
+    metrics.REFITS.labels("failed" if row["error"] else "fitted").inc()
     return row
 
 

@@ -1,0 +1,101 @@
+"""Prometheus metrics of every service (`GET /metrics`, text format, no token: counts only, no
+customer data). Counters are per process; Prometheus sums them across instances."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+HTTP_REQUESTS = Counter(
+    "touchline_http_requests",
+    "HTTP requests answered, by service and status",
+    ["service", "status"],
+)
+EVENTS_ACCEPTED = Counter(
+    "touchline_ingest_events_accepted",
+    "Events accepted by ingest (acknowledged by the broker), by channel",
+    ["channel"],
+)
+EVENTS_REJECTED = Counter(
+    "touchline_ingest_events_rejected",
+    "Events rejected by ingest (recorded on touchpoints.rejected.v1), by reason",
+    ["reason"],
+)
+PRODUCE_SECONDS = Histogram(
+    "touchline_ingest_produce_seconds",
+    "Time for the broker to acknowledge one request's events",
+    buckets=LATENCY_BUCKETS,
+)
+CONSUMED = Counter(
+    "touchline_consumer_events",
+    "Events a consumer finished: applied, duplicate (already applied) or dead_lettered",
+    ["consumer", "outcome"],
+)
+BATCH_SIZE = Histogram(
+    "touchline_consumer_batch_size",
+    "Records per consumer batch",
+    ["consumer"],
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+)
+BATCH_SECONDS = Histogram(
+    "touchline_consumer_batch_seconds",
+    "Time to apply and commit one consumer batch",
+    ["consumer"],
+    buckets=LATENCY_BUCKETS,
+)
+LAG = Gauge(
+    "touchline_consumer_lag",
+    "Records between the consumer's position and the end of the partition (last fetch)",
+    ["consumer", "topic", "partition"],
+)
+TRANSITIONS = Counter(
+    "touchline_lifecycle_transitions",
+    "Committed lifecycle transitions, by kind, stage entered and triggering channel",
+    ["kind", "to_stage", "channel"],
+)
+REFIT_SECONDS = Histogram(
+    "touchline_scoring_refit_seconds",
+    "Duration of BG/NBD + Gamma-Gamma refits",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+REFITS = Counter("touchline_scoring_refits", "Model refits, by outcome", ["outcome"])
+
+
+def reason_label(reason: str) -> str:
+    """A bounded label for a rejection reason: quoted values (which may be anything a client
+    sent) are dropped."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "<value>", reason)[:100]
+
+
+def observe_lag(consumer: str, ends: Iterable[tuple[str, int, int | None, int]]) -> None:
+    """(topic, partition, end offset or None if unknown yet, next offset to process)."""
+    for topic, partition, end, position in ends:
+        if end is not None:
+            LAG.labels(consumer, topic, str(partition)).set(max(0, end - position))
+
+
+def instrument(app: FastAPI, service: str) -> None:
+    """`GET /metrics` and a count of every answered request by status."""
+
+    @app.middleware("http")
+    async def count(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        if request.url.path != "/metrics":  # scrapes are not traffic
+            HTTP_REQUESTS.labels(service, str(response.status_code)).inc()
+        return response
+
+    router = APIRouter(tags=["health"])
+
+    @router.get("/metrics", response_class=Response)
+    def metrics() -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(router)
