@@ -1,10 +1,14 @@
 """docker-compose.yml cannot run here (no Docker engine): check it against the code instead."""
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client import REGISTRY
 
+import shared.metrics  # noqa: F401  (registers Touchline's metrics)
 from shared.cli import CONSUMERS, SERVICES
 from shared.settings import Settings
 
@@ -63,3 +67,36 @@ def test_dockerfile_installs_the_project_and_its_migrations() -> None:
     assert "pip install" in dockerfile
     for part in ("shared", "services", "migrations", "pyproject.toml"):
         assert part in dockerfile
+
+
+def test_prometheus_scrapes_every_service_and_grafana_shows_real_metrics() -> None:
+    prometheus = yaml.safe_load((ROOT / "ops/prometheus.yml").read_text())
+    (job,) = prometheus["scrape_configs"]
+    targets = set(job["static_configs"][0]["targets"])
+    ports = {name: Settings.model_fields[f"{name}_port"].default for name in SERVICES}
+    assert targets == {f"{name}:{port}" for name, port in ports.items()}
+    assert (
+        "./ops/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+        in services["prometheus"]["volumes"]
+    )
+    assert services["grafana"]["depends_on"] == ["prometheus"]
+
+    exposed = {
+        sample_name
+        for family in REGISTRY.collect()
+        for sample_name in (
+            family.name,
+            f"{family.name}_total",
+            f"{family.name}_bucket",
+            f"{family.name}_sum",
+            f"{family.name}_count",
+        )
+    }
+    dashboard = json.loads((ROOT / "ops/grafana/dashboards/touchline.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"touchline_[a-z_]+", target["expr"])
+    }
+    assert used and used <= exposed, used - exposed
