@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint typecheck pytest bench clean system-deps
+.PHONY: up demo test lint typecheck pytest bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 up: $(VENV)/.installed
 	$(BIN)/touchline up
+
+# A year of multi-channel demo traffic for the stack `make up` runs (in another terminal).
+demo: $(VENV)/.installed
+	$(BIN)/touchline demo
 
 # PostgreSQL server binaries are needed by the integration tests; install them if missing.
 system-deps:

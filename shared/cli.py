@@ -1,4 +1,5 @@
-"""The `touchline` command: `up` (embedded stack), `serve`, `consume`, `migrate`, `topics`."""
+"""The `touchline` command: `up` (embedded stack), `serve`, `consume`, `migrate`, `topics`,
+`report` (conversion table from a running stack) and `demo` (a year of demo traffic)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     consume_cmd.add_argument("service", choices=CONSUMERS)
     commands.add_parser("migrate", help="apply the database migrations (alembic upgrade head)")
     commands.add_parser("topics", help="create the Kafka topics")
+    report_cmd = commands.add_parser("report", help="print a report of a running stack")
+    report_cmd.add_argument("report", choices=["conversion"])
+    report_cmd.add_argument("options", nargs=argparse.REMAINDER, help="see `... conversion -h`")
+    demo_cmd = commands.add_parser("demo", help="send a year of demo traffic to a running stack")
+    demo_cmd.add_argument("options", nargs=argparse.REMAINDER, help="see `touchline demo -- -h`")
     args = parser.parse_args(argv)
 
     if args.command == "up":
@@ -76,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         return consume(args.service)
     if args.command == "migrate":
         return migrate()
+    if args.command == "report":
+        from services.lifecycle.report import main as report
+
+        return report(args.options)
+    if args.command == "demo":
+        from shared.demo import main as demo
+
+        return demo(args.options)
     return topics()
 
 

@@ -1,7 +1,9 @@
-"""Per-customer touch summary (first seen, last seen, event count, last channel).
+"""Per-customer touch summary (first seen and its channel, last seen and its channel, event
+count).
 
 The minimal state both consumers keep until their real domain models replace it. Order-free: the
-same events in any order give the same row (ties in time go to the greater channel name).
+same events in any order give the same row (ties in time: the last channel is the greater name,
+the first channel the smaller).
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from sqlalchemy.orm import Session
 from shared.db import upsert_into
 from shared.events import Touchpoint
 
-SUMMARY_COLUMNS = ("customer_id", "first_seen", "last_seen", "event_count", "last_channel")
+SUMMARY_COLUMNS = (
+    "customer_id",
+    "first_seen",
+    "last_seen",
+    "event_count",
+    "last_channel",
+    "first_channel",
+)
 
 
 @dataclass
@@ -26,9 +35,11 @@ class TouchSummary:
     last_seen: datetime
     event_count: int
     last_channel: str
+    first_channel: str
 
     def add(self, event: Touchpoint) -> None:
-        self.first_seen = min(self.first_seen, event.timestamp)
+        if (event.timestamp, event.channel) < (self.first_seen, self.first_channel):
+            self.first_seen, self.first_channel = event.timestamp, event.channel
         if (event.timestamp, event.channel) > (self.last_seen, self.last_channel):
             self.last_seen, self.last_channel = event.timestamp, event.channel
         self.event_count += 1
@@ -40,7 +51,7 @@ def summarise(events: Sequence[Touchpoint]) -> dict[str, TouchSummary]:
         summary = summaries.get(event.customer_key)
         if summary is None:
             summaries[event.customer_key] = TouchSummary(
-                event.timestamp, event.timestamp, 1, event.channel
+                event.timestamp, event.timestamp, 1, event.channel, event.channel
             )
         else:
             summary.add(event)
@@ -77,12 +88,14 @@ def _upsert(session: Session, table: Table, overwrite: set[str]) -> Any:
     newer = (new.last_seen > old.last_seen) | (
         (new.last_seen == old.last_seen) & (new.last_channel > old.last_channel)
     )
+    earlier = (new.first_seen < old.first_seen) | (
+        (new.first_seen == old.first_seen) & (new.first_channel < old.first_channel)
+    )
     return stmt.on_conflict_do_update(
         index_elements=[old.customer_id],
         set_={
-            "first_seen": case(
-                (new.first_seen < old.first_seen, new.first_seen), else_=old.first_seen
-            ),
+            "first_seen": case((earlier, new.first_seen), else_=old.first_seen),
+            "first_channel": case((earlier, new.first_channel), else_=old.first_channel),
             "last_seen": case((newer, new.last_seen), else_=old.last_seen),
             "last_channel": case((newer, new.last_channel), else_=old.last_channel),
             "event_count": old.event_count + new.event_count,

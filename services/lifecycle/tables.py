@@ -25,7 +25,7 @@ lifecycle_customers = Table(
     metadata,
     Column("customer_id", String(ID), primary_key=True),
     Column("known", Boolean, nullable=False),  # identified by a userId
-    Column("first_touch_at", UTCDateTime(), nullable=False),
+    Column("first_touch_at", UTCDateTime(), nullable=False, index=True),
     Column("first_touch_message", String(128), nullable=False),
     Column("first_touch_channel", String(16), nullable=False),
     Column("last_touch_at", UTCDateTime(), nullable=False),

@@ -8,11 +8,11 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.scoring import handlers, repository
 from services.scoring.counters import Counters
-from services.scoring.model import Models, customer_value, refit
+from services.scoring.model import Models, customer_value, refit, value_by_channel
 from services.scoring.repository import COUNTER_COLUMNS
 from services.scoring.rfm import RfmValues, rfm_scores, score
 from services.scoring.segments import SegmentMap
@@ -172,6 +172,50 @@ def get_scores(
             horizon_days=horizon,
             **vars(value),
         ),
+    )
+
+
+class ChannelValue(BaseModel):
+    channel: str = Field(description="first-touch (acquisition) channel of the customer id")
+    customers: int
+    buyers: int
+    historical_value: float = Field(description="net revenue so far")
+    expected_purchases: float | None = Field(description="over the horizon; null: no model")
+    predicted_clv: float | None = Field(description="over the horizon; null: no model")
+
+
+class ValueByChannel(BaseModel):
+    as_of: date
+    horizon_days: int
+    model_status: str = Field(description="fitted or not_fitted")
+    channels: list[ChannelValue]
+
+
+@reads.get("/value/channels", response_model=ValueByChannel)
+def get_value_by_channel(
+    request: Request,
+    session: DbSession,
+    horizon_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
+) -> ValueByChannel:
+    """Customers, buyers, historical and predicted value per acquisition channel."""
+    settings = _settings(request)
+    horizon = horizon_days or settings.value_horizon_days
+    models = Models.of(repository.latest_model(session))
+    as_of = datetime.now(UTC).date()
+    rows = value_by_channel(
+        repository.customers_by_channel(session),
+        repository.buyers_by_channel(session),
+        models,
+        as_of,
+        horizon_days=horizon,
+        margin=settings.clv_margin,
+        annual_discount_rate=settings.annual_discount_rate,
+    )
+    return ValueByChannel(
+        as_of=as_of,
+        horizon_days=horizon,
+        model_status="fitted" if models else "not_fitted",
+        channels=[ChannelValue(**vars(r)) for r in rows],
     )
 
 

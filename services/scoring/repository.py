@@ -185,3 +185,26 @@ def latest_model(session: Session) -> Row[Any] | None:
     return session.execute(
         select(scoring_models).order_by(scoring_models.c.id.desc()).limit(1)
     ).first()
+
+
+def buyers_by_channel(session: Session) -> list[Row[Any]]:
+    """Every buyer's first-touch channel and purchase counters (value by acquisition channel)."""
+    c = scoring_customers.c
+    return list(
+        session.execute(
+            select(
+                c.first_channel,
+                c.first_purchase_at,
+                c.last_purchase_at,
+                c.distinct_days,
+                c.revenue_total,
+                c.first_day_net,
+            ).where(c.first_purchase_at.is_not(None))
+        )
+    )
+
+
+def customers_by_channel(session: Session) -> dict[str, int]:
+    c = scoring_customers.c
+    rows = session.execute(select(c.first_channel, func.count()).group_by(c.first_channel))
+    return {channel: int(n) for channel, n in rows}

@@ -12,6 +12,7 @@ scoring_customers = Table(
     Column("last_seen", UTCDateTime(), nullable=False),
     Column("event_count", BigInteger, nullable=False),
     Column("last_channel", String(16), nullable=False),
+    Column("first_channel", String(16), nullable=False, server_default="other"),
     # purchase counters (services.scoring.counters.Counters); NULL/0 for non-buyers
     Column("first_purchase_at", UTCDateTime()),
     Column("last_purchase_at", UTCDateTime()),

@@ -45,6 +45,7 @@ def test_summary_matches_a_direct_computation(events: list[Touchpoint]) -> None:
     for customer, summary in summarise(events).items():
         own = [e for e in events if e.customer_key == customer]
         latest = max((e.timestamp, e.channel) for e in own)
-        assert summary.first_seen == min(e.timestamp for e in own)
+        earliest = min((e.timestamp, e.channel) for e in own)
+        assert (summary.first_seen, summary.first_channel) == earliest
         assert (summary.last_seen, summary.last_channel) == latest
         assert summary.event_count == len(own)
