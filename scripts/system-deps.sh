@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite needs (PostgreSQL server binaries) when missing.
+# Installs the Debian packages the test suite needs when missing: PostgreSQL server binaries
+# (integration tests) and chromium (the dashboard's browser test, driven by Playwright).
 set -euo pipefail
-if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
-    echo "installing PostgreSQL server binaries (Debian package postgresql)"
+    echo "installing Debian packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 else
-    echo "PostgreSQL server binaries not found and cannot install them (need root + apt-get)" >&2
+    echo "missing Debian packages ${missing[*]} and cannot install them (need root + apt-get)" >&2
     exit 1
 fi

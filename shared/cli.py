@@ -65,11 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     consume_cmd.add_argument("service", choices=CONSUMERS)
     commands.add_parser("migrate", help="apply the database migrations (alembic upgrade head)")
     commands.add_parser("topics", help="create the Kafka topics")
-    report_cmd = commands.add_parser("report", help="print a report of a running stack")
-    report_cmd.add_argument("report", choices=["conversion"])
-    report_cmd.add_argument("options", nargs=argparse.REMAINDER, help="see `... conversion -h`")
-    demo_cmd = commands.add_parser("demo", help="send a year of demo traffic to a running stack")
-    demo_cmd.add_argument("options", nargs=argparse.REMAINDER, help="see `touchline demo -- -h`")
+    # These two parse their own options (`touchline demo -h`, `touchline report conversion -h`).
+    commands.add_parser("report", help="`report conversion`: a running stack's conversion table")
+    commands.add_parser("demo", help="send a year of demo traffic to a running stack")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["report", "conversion"]:
+        from services.lifecycle.report import main as report
+
+        return report(argv[2:])
+    if argv[:1] == ["demo"]:
+        from shared.demo import main as demo
+
+        return demo(argv[1:])
     args = parser.parse_args(argv)
 
     if args.command == "up":
@@ -82,14 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return consume(args.service)
     if args.command == "migrate":
         return migrate()
-    if args.command == "report":
-        from services.lifecycle.report import main as report
-
-        return report(args.options)
-    if args.command == "demo":
-        from shared.demo import main as demo
-
-        return demo(args.options)
+    if args.command in ("report", "demo"):
+        parser.error("usage: touchline report conversion [options] | touchline demo [options]")
     return topics()
 
 

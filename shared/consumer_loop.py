@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ class LoopStats:
 
     batches: int = 0
     applied: int = 0
+    by_channel: Counter[str] = field(default_factory=Counter)  # applied events per channel
     duplicates: int = 0
     dead_lettered: int = 0
     healthy: bool = True
@@ -129,25 +131,27 @@ class ConsumerLoop:
         metrics.BATCH_SIZE.labels(self.name).observe(len(records))
         metrics.BATCH_SECONDS.labels(self.name).observe(elapsed)
         for outcome, count in (
-            ("applied", applied),
+            ("applied", len(applied)),
             ("duplicate", duplicates),
             ("dead_lettered", len(dead)),
         ):
             metrics.CONSUMED.labels(self.name, outcome).inc(count)
         with self.stats.lock:
             self.stats.batches += 1
-            self.stats.applied += applied
+            self.stats.applied += len(applied)
             self.stats.duplicates += duplicates
+            self.stats.by_channel.update(e.channel for e in applied)
             self.stats.dead_lettered += len(dead)
             self.stats.healthy = True
             self.stats.last_error = None
             self.stats.last_batch_size = len(records)
             self.stats.last_batch_seconds = elapsed
 
-    def _apply(self, events: Sequence[tuple[Record, Touchpoint]]) -> tuple[int, int]:
-        """One transaction for the whole batch; returns (applied, duplicates)."""
+    def _apply(self, events: Sequence[tuple[Record, Touchpoint]]) -> tuple[list[Touchpoint], int]:
+        """One transaction for the whole batch; returns the applied events and how many were
+        duplicates."""
         if not events:
-            return 0, 0
+            return [], 0
         with self._sessions.begin() as session:
             new_ids = mark_processed(session, self.name, (e.message_id for _, e in events))
             fresh: list[Touchpoint] = []
@@ -156,12 +160,13 @@ class ConsumerLoop:
                     new_ids.discard(event.message_id)  # a duplicate inside the batch counts once
                     fresh.append(event)
             self._handler(session, fresh)
-        return len(fresh), len(events) - len(fresh)
+        return fresh, len(events) - len(fresh)
 
     def _apply_one_by_one(
         self, events: Sequence[tuple[Record, Touchpoint]]
-    ) -> tuple[int, int, list[DeadLetter]]:
-        applied = duplicates = 0
+    ) -> tuple[list[Touchpoint], int, list[DeadLetter]]:
+        applied: list[Touchpoint] = []
+        duplicates = 0
         poison: list[DeadLetter] = []
         for record, event in events:
             for attempt in range(1, self._max_attempts + 1):

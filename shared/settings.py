@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     attribution_lookback_days: int = Field(default=30, ge=1)
     touch_path_limit: int = Field(default=50, ge=2)  # touches kept per transition
     outbox_interval_s: float = Field(default=0.2, gt=0)  # relay poll when the outbox is empty
+    # the dashboard's RFM and value panels ask the scoring service here (default: this host)
+    scoring_url: str = ""
 
     # scoring: value models
     refit_interval_s: float = Field(default=3600.0, ge=0)  # 0: refit only on demand
@@ -71,6 +73,7 @@ class Settings(BaseSettings):
             self.admin_token = self.admin_token or DEV_ADMIN_TOKEN
             if self.max_poll_interval_ms == 300_000:
                 self.max_poll_interval_ms = 6000
+        self.scoring_url = self.scoring_url or f"http://127.0.0.1:{self.scoring_port}"
         required = ("database_url", "kafka_bootstrap", "write_keys", "read_tokens", "admin_token")
         missing = [f"TOUCHLINE_{name.upper()}" for name in required if not getattr(self, name)]
         if missing:

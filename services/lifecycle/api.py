@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from services.lifecycle import ops_api, repository
+from services.lifecycle import dashboard, ops_api, repository
 from services.lifecycle.handlers import LifecycleEngine, UnknownCustomer, build_engine
 from services.lifecycle.journey import REACTIVATED, RESET, STAGE, decode_path
 from services.lifecycle.outbox import relay
@@ -281,7 +281,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         name="lifecycle",
         title="Touchline lifecycle",
         handler=engine.apply,
-        routers=[reads, admin, ops_api.router],
+        routers=[reads, admin, ops_api.router, dashboard.reads, dashboard.pages],
         workers=[relay],
     )
     app.state.engine = engine

@@ -38,12 +38,21 @@ class BgNbd:
         self, t: float, x: ArrayLike, t_x: ArrayLike, T: ArrayLike
     ) -> NDArray[np.float64]:
         """E[Y(t) | x, t_x, T]: expected purchases in the next `t` weeks."""
-        x, t_x, T = _arrays(x, t_x, T)
+        x, t_x, T = np.broadcast_arrays(*_arrays(x, t_x, T))
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         z = t / (alpha + T + t)
         # ((alpha+T)/(alpha+T+t))^(r+x) * 2F1(r+x, b+x; a+b+x-1; z), rewritten with Euler's
-        # transformation so that heavy buyers (large x) do not overflow the hypergeometric term.
-        tail = (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
+        # transformation so that heavy buyers (large x) do not overflow the hypergeometric term;
+        # where that form is not finite (a and b in the millions: a population whose dropout
+        # rates are all alike), the direct form converges instead.
+        with np.errstate(all="ignore"):
+            tail = np.asarray((1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z))
+            bad = ~np.isfinite(tail)
+            if bad.any():
+                xb, zb = x[bad], z[bad]
+                tail[bad] = (1 - zb) ** (r + xb) * hyp2f1(r + xb, b + xb, a + b + xb - 1, zb)
+        if not np.isfinite(tail).all():
+            raise FitError("expected purchases cannot be computed for these parameters")
         head = (a + b + x - 1) / (a - 1)
         body = 1.0 - tail
         return np.asarray(head * body / (1.0 + _dropout_odds(self, x, t_x, T)), dtype=np.float64)
@@ -77,7 +86,8 @@ class GammaGamma:
 
 def hyp2f1(a: ArrayLike, b: ArrayLike, c: ArrayLike, z: ArrayLike) -> NDArray[np.float64]:
     """Gauss hypergeometric 2F1 for 0 <= z < 1 (all BTYD uses), with a series fallback where
-    scipy's result is not finite: terms are summed until they fall below 1e-15 of the sum."""
+    scipy's result is not finite: terms are summed until they fall below 1e-15 of the sum
+    (NaN where that overflows or does not converge)."""
     a, b, c, z = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (a, b, c, z)))
     result = np.asarray(special.hyp2f1(a, b, c, z), dtype=np.float64)
     bad = ~np.isfinite(result)
@@ -93,9 +103,11 @@ def _hyp2f1_series(a: float, b: float, c: float, z: float) -> float:
     for n in range(100_000):
         term *= (a + n) * (b + n) / ((c + n) * (n + 1)) * z
         total += term
+        if not math.isfinite(total):
+            return math.nan
         if abs(term) < 1e-15 * abs(total):
             return total
-    raise FitError("hypergeometric series did not converge")
+    return math.nan
 
 
 def _arrays(*values: ArrayLike) -> tuple[NDArray[np.float64], ...]:

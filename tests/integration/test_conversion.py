@@ -20,7 +20,7 @@ from services.lifecycle.attribution import MODELS, credit
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.journey import decode_path
 from services.lifecycle.tables import lifecycle_orders, lifecycle_transitions
-from shared.broker import EmbeddedBroker
+from shared.broker import EmbeddedBroker, free_port
 from tests.support.lifecycle import day, feed, order, sessions, touch
 from tests.support.pipeline import settings_for
 
@@ -330,3 +330,16 @@ def test_conversion_needs_the_read_token(api: TestClient) -> None:
     for route in ("/v1/conversion?from=engaged&to=loyal", "/v1/conversion/funnel"):
         assert api.get(route).status_code == 401
         assert api.get(route, headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_scoring_panels_answer_502_when_scoring_is_down(
+    broker: EmbeddedBroker, sqlite_url: str
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    settings = settings_for(broker.bootstrap, sqlite_url, run_consumer=False, scoring_url=closed)
+    with TestClient(create_app(settings)) as client:
+        answer = client.get("/v1/scoring/segments", headers=AUTH)
+        assert answer.status_code == 502
+        assert "scoring service unreachable" in answer.json()["detail"]
+        assert client.get("/v1/scoring/model", headers=AUTH).status_code == 400  # not proxied
+        assert client.get("/v1/scoring/segments").status_code == 401

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 import pytest
+from scipy import special
 
 from services.scoring.btyd import (
     BgNbd,
@@ -134,3 +135,27 @@ def test_clv_grows_with_horizon_and_shrinks_with_discounting(bgnbd: BgNbd) -> No
 def test_gamma_gamma_model_values() -> None:
     model = GammaGamma(p=6.25, q=3.74, gamma=15.44)
     assert model.population_mean_spend == pytest.approx(6.25 * 15.44 / 2.74)
+
+
+def test_expected_purchases_when_dropout_rates_are_all_alike() -> None:
+    """A fit can put a and b in the millions (every customer with nearly the same dropout
+    probability). Predictions must stay finite and continuous in that limit."""
+    x, t_x, T = np.array([0, 2, 30]), np.array([0.0, 1.4, 50.0]), np.array([11.3, 14.7, 60.0])
+    values = [
+        BgNbd(1.43, 9.49, 1.24 * scale, 5.43 * scale).conditional_expected_purchases(52, x, t_x, T)
+        for scale in (1e4, 1e6, 1e8)
+    ]
+    assert all(np.isfinite(v).all() for v in values)
+    assert values[1] == pytest.approx(values[0], rel=1e-3)
+    assert values[2] == pytest.approx(values[1], rel=1e-3)
+    # ... and equal the untransformed formula, E = (a+b+x-1)/(a-1) * (1 - (1-z)^(r+x) *
+    # 2F1(r+x, b+x; a+b+x-1; z)) * P(alive), where scipy can evaluate it.
+    model = BgNbd(1.43, 9.49, 1.24e6, 5.43e6)
+    z = 52 / (9.49 + T + 52)
+    direct = (
+        (1.24e6 + 5.43e6 + x - 1)
+        / (1.24e6 - 1)
+        * (1 - (1 - z) ** (1.43 + x) * special.hyp2f1(1.43 + x, 5.43e6 + x, 6.67e6 + x - 1, z))
+    )
+    assert np.isfinite(direct).all()
+    assert values[1] == pytest.approx(direct * model.p_alive(x, t_x, T), rel=1e-9)

@@ -1,0 +1,67 @@
+"""The ops dashboard (`GET /dashboard`): a static page and its script, served by the lifecycle
+service with everything it needs (no CDN), plus the two reads it makes besides the conversion
+API: live event counts of this instance, and the scoring service's segments and value by channel
+(proxied with the caller's token, so the page talks to one origin)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from importlib.resources import files
+from typing import Literal
+
+import httpx
+from fastapi import APIRouter, HTTPException, Request, Response
+
+from shared.api import ReadAccess
+from shared.runtime import ConsumerService
+from shared.settings import Settings
+
+PAGE_FILES = {"": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"),
+              "/style.css": ("style.css", "text/css")}  # fmt: skip
+# The page may load only its own script and style and call only its own origin.
+POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+SCORING_TIMEOUT_S = 5.0
+
+pages = APIRouter(tags=["dashboard"], include_in_schema=False)
+reads = APIRouter(prefix="/v1", dependencies=[ReadAccess], tags=["dashboard"])
+
+
+def _serve(path: str, name: str, media_type: str) -> None:
+    def page() -> Response:
+        body = files("services.lifecycle").joinpath("dashboard", name).read_bytes()
+        headers = {"Content-Security-Policy": POLICY, "Cache-Control": "no-cache"}
+        return Response(body, media_type=media_type, headers=headers)
+
+    pages.add_api_route(f"/dashboard{path}", page, methods=["GET"])
+
+
+for _path, (_name, _type) in PAGE_FILES.items():
+    _serve(_path, _name, _type)
+
+
+@reads.get("/live")
+def live(request: Request) -> dict[str, object]:
+    """Events applied per channel by this instance's consumer since it started (the page turns
+    two readings into a rate)."""
+    service: ConsumerService = request.app.state.service
+    applied = dict(service.loop.stats.by_channel) if service.loop else {}
+    return {"at": datetime.now(UTC).isoformat(), "applied": applied}
+
+
+@reads.get("/scoring/{path:path}")
+async def scoring(path: Literal["segments", "value/channels"], request: Request) -> Response:
+    """The scoring service's segments and value by channel, asked with the caller's token."""
+    settings: Settings = request.app.state.settings
+    url = f"{settings.scoring_url}/v1/{path}"
+    try:
+        async with httpx.AsyncClient(timeout=SCORING_TIMEOUT_S) as client:
+            answer = await client.get(
+                url,
+                params=request.query_params,
+                headers={"Authorization": request.headers.get("Authorization", "")},
+            )
+    except httpx.HTTPError as exc:
+        raise HTTPException(
+            502, detail=f"scoring service unreachable: {type(exc).__name__}"
+        ) from None
+    return Response(answer.content, answer.status_code, media_type="application/json")

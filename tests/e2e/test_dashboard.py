@@ -1,0 +1,93 @@
+"""The ops dashboard in a real browser (Debian's chromium driven by Playwright) against a
+`touchline up` stack fed by `touchline demo`: the per-channel numbers on the page are the API's."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from shared.settings import DEV_READ_TOKEN
+from tests.e2e.conftest import TOUCHLINE, Stack, ready
+from tests.support.pipeline import wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = Path(os.environ.get("TOUCHLINE_TEST_ARTIFACTS", Path(__file__).parents[2] / "var"))
+CHANNELS = ["web", "email", "mobile", "social", "other"]
+
+
+def cells(page: Page, table: str) -> dict[str, list[str]]:
+    rows = page.locator(f"#{table} tbody tr")
+    return {
+        rows.nth(i).get_attribute("data-channel") or "": rows.nth(i).locator("td").all_inner_texts()
+        for i in range(rows.count())
+    }
+
+
+def test_dashboard_shows_the_apis_per_channel_numbers(stack: tuple[Stack, object]) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: `make test` installs Debian's chromium")
+    s, _ = stack
+    for name in ("INGEST", "LIFECYCLE", "SCORING"):
+        wait_for(lambda n=name: ready(s.url(n)), bool, 60, f"{name} ready")  # type: ignore[misc]
+    demo = subprocess.run(
+        [TOUCHLINE, "demo", "--people", "800", "--ingest-url", s.url("INGEST"),
+         "--lifecycle-url", s.url("LIFECYCLE"), "--scoring-url", s.url("SCORING")],
+        env=s.env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    lifecycle = s.url("LIFECYCLE")
+    sent = int(re.search(r"sent ([\d,]+) events for", demo.stdout)[1].replace(",", ""))  # type: ignore[index]
+    live = httpx.get(f"{lifecycle}/v1/live", headers={"Authorization": f"Bearer {DEV_READ_TOKEN}"})
+    assert sum(live.json()["applied"].values()) == sent  # the demo waited for all of them
+
+    page_source = httpx.get(f"{lifecycle}/dashboard")
+    assert page_source.status_code == 200
+    assert DEV_READ_TOKEN not in page_source.text  # no secret in the page
+    assert "default-src 'self'" in page_source.headers["content-security-policy"]
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        failed: list[str] = []
+        page.on("requestfailed", lambda r: failed.append(r.url))
+        page.goto(f"{lifecycle}/dashboard")
+        page.fill("#token", DEV_READ_TOKEN)
+        page.click("#login-button")
+        page.wait_for_selector("#conversion-table tbody tr[data-channel=total]")
+        page.wait_for_selector("#value-table tbody tr[data-channel=web]")
+        page.wait_for_function("document.querySelector('#status').textContent.startsWith('Up')")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        shown = cells(page, "conversion-table")
+        table = page.locator("#conversion-table")
+        asked = {k: table.get_attribute(f"data-{k}") for k in ("from", "to", "model")}
+        window = {k: table.get_attribute(f"data-{k}") for k in ("since", "until")}
+        stored = page.evaluate("[sessionStorage.length, localStorage.length]")
+        browser.close()
+
+    assert not failed, failed  # everything the page loads comes from the service itself
+    assert stored == [1, 0]  # the token is kept in the tab's session only
+    assert asked == {"from": "engaged", "to": "first_purchase", "model": "linear"}
+    report = httpx.get(
+        f"{lifecycle}/v1/conversion",
+        params={**asked, **window},
+        headers={"Authorization": f"Bearer {DEV_READ_TOKEN}"},
+    ).json()
+    assert list(shown) == [*CHANNELS, "total"]
+    for row in [*report["channels"], report["total"]]:
+        _, entered, converted, rate, *_, credited, revenue = shown[row["channel"]]
+        assert int(entered.replace(",", "")) == row["entered"]
+        assert int(converted.replace(",", "")) == row["converted"]
+        assert rate == f"{100 * row['rate']:.1f}%"
+        assert float(credited.replace(",", "")) == pytest.approx(row["credited_conversions"], 0.01)
+        assert float(revenue.replace(",", "")) == pytest.approx(row["credited_revenue"], abs=0.01)
+    busy = [c for c in CHANNELS if report["channels"][CHANNELS.index(c)]["converted"] > 0]
+    assert len(busy) >= 4, report  # the demo makes every number non-trivial
+    assert report["total"]["credited_conversions"] > 0 and report["total"]["credited_revenue"] > 0
