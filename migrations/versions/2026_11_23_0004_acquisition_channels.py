@@ -1,5 +1,6 @@
-"""acquisition channels: scoring keeps each customer's first-touch channel (value by channel);
-lifecycle indexes first touches (acquisition cohorts)
+"""conversion and acquisition: lifecycle's funnel entries with their credit per channel and
+model (filled from the stored journeys), an index on first touches (cohorts); scoring keeps each
+customer's first-touch channel (value by acquisition channel)
 
 Revision ID: 0004
 Revises: 0003
@@ -10,6 +11,12 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from services.lifecycle.attribution import MODELS, credits
+from services.lifecycle.journey import decode_path
+from shared.db import UTCDateTime
+
+ID = 255
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -27,9 +34,86 @@ def upgrade() -> None:
     op.create_index(
         "ix_lifecycle_customers_first_touch_at", "lifecycle_customers", ["first_touch_at"]
     )
+    funnel = op.create_table(
+        "lifecycle_funnel",
+        sa.Column("customer_id", sa.String(ID), nullable=False),
+        sa.Column("stage", sa.String(64), nullable=False),
+        sa.Column("entered_at", UTCDateTime(), nullable=False),
+        sa.Column("channel", sa.String(16), nullable=False),
+        sa.Column("value", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("customer_id", "stage", name=op.f("pk_lifecycle_funnel")),
+        sqlite_with_rowid=False,
+    )
+    op.create_index(
+        "ix_lifecycle_funnel_stage", "lifecycle_funnel", ["stage", "entered_at", "channel"]
+    )
+    credit_table = op.create_table(
+        "lifecycle_credits",
+        sa.Column("customer_id", sa.String(ID), nullable=False),
+        sa.Column("stage", sa.String(64), nullable=False),
+        sa.Column("channel", sa.String(16), nullable=False),
+        *(sa.Column(model, sa.Float(), nullable=False) for model in MODELS),
+        sa.PrimaryKeyConstraint(
+            "customer_id", "stage", "channel", name=op.f("pk_lifecycle_credits")
+        ),
+        sqlite_with_rowid=False,
+    )
+    _fill_funnel(funnel, credit_table)
+
+
+def _fill_funnel(funnel: sa.Table, credit_table: sa.Table) -> None:
+    """Live stage entries (after a customer's latest reset) of the stored journeys."""
+    bind = op.get_bind()
+    t = sa.table(
+        "lifecycle_transitions",
+        *(
+            sa.column(n)
+            for n in ("customer_id", "kind", "to_stage", "message_id", "channel", "touch_path")
+        ),
+        sa.column("at", UTCDateTime()),
+    )
+    c = sa.table(
+        "lifecycle_customers", sa.column("customer_id"), sa.column("reset_at", UTCDateTime())
+    )
+    o = sa.table(
+        "lifecycle_orders", sa.column("customer_id"), sa.column("message_id"), sa.column("amount")
+    )
+    rows = bind.execute(
+        sa.select(t.c.customer_id, t.c.to_stage, t.c.at, t.c.channel, t.c.touch_path, o.c.amount)
+        .join(c, c.c.customer_id == t.c.customer_id)
+        .outerjoin(o, (o.c.customer_id == t.c.customer_id) & (o.c.message_id == t.c.message_id))
+        .where(t.c.kind == "stage", (c.c.reset_at.is_(None)) | (t.c.at > c.c.reset_at))
+    )
+    entries, shares = [], []
+    for row in rows:
+        entries.append(
+            {"customer_id": row.customer_id, "stage": row.to_stage, "entered_at": row.at,
+             "channel": row.channel or "other", "value": row.amount or 0.0}
+        )  # fmt: skip
+        for channel, split in credits(decode_path(row.touch_path), row.at).items():
+            shares.append(
+                {"customer_id": row.customer_id, "stage": row.to_stage, "channel": channel,
+                 **dict(zip(MODELS, split, strict=True))}
+            )  # fmt: skip
+        if len(entries) >= 10_000:
+            _flush(bind, funnel, credit_table, entries, shares)
+    _flush(bind, funnel, credit_table, entries, shares)
+
+
+def _flush(
+    bind: sa.Connection, funnel: sa.Table, credit_table: sa.Table, entries: list, shares: list
+) -> None:  # type: ignore[type-arg]
+    if entries:
+        bind.execute(funnel.insert(), entries)
+    if shares:
+        bind.execute(credit_table.insert(), shares)
+    entries.clear()
+    shares.clear()
 
 
 def downgrade() -> None:
+    op.drop_table("lifecycle_credits")
+    op.drop_table("lifecycle_funnel")
     op.drop_index("ix_lifecycle_customers_first_touch_at", "lifecycle_customers")
     with op.batch_alter_table("scoring_customers") as batch:
         batch.drop_column("first_channel")

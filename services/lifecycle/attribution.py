@@ -19,7 +19,6 @@ is the definition the tests hold it to.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -47,18 +46,32 @@ def weights(model: str, n: int, ages_days: Sequence[float]) -> list[float]:
     raise ValueError(f"unknown attribution model {model!r}; one of {', '.join(MODELS)}")
 
 
-def credit(model: str, path: Sequence[Touch], converted_at: datetime) -> dict[str, float]:
-    """Each channel's share of one conversion (empty for an empty path)."""
+def credits(path: Sequence[Touch], converted_at: datetime) -> dict[str, tuple[float, ...]]:
+    """Each channel's share of one conversion under every model, in MODELS order (one pass:
+    the engine stores this for every stage entry)."""
     touches = sorted(path)
     if not touches:
         return {}
     ages = [(converted_at - t.at) / timedelta(days=1) for t in touches]
-    raw = weights(model, len(touches), ages)
-    by_instant: dict[datetime, list[float]] = defaultdict(list)
-    for touch, weight in zip(touches, raw, strict=True):
-        by_instant[touch.at].append(weight)
-    shares: dict[str, float] = defaultdict(float)
-    for touch in touches:
-        tied = by_instant[touch.at]
-        shares[touch.channel] += sum(tied) / len(tied)
-    return dict(shares)
+    ties: list[list[int]] = []  # runs of touches at the same instant (adjacent once sorted)
+    for i, touch in enumerate(touches):
+        if i and touch.at == touches[i - 1].at:
+            ties[-1].append(i)
+        else:
+            ties.append([i])
+    shares: dict[str, list[float]] = {}
+    for m, model in enumerate(MODELS):
+        raw = weights(model, len(touches), ages)
+        for run in ties:
+            share = sum(raw[i] for i in run) / len(run)
+            for i in run:
+                shares.setdefault(touches[i].channel, [0.0] * len(MODELS))[m] += share
+    return {channel: tuple(v) for channel, v in sorted(shares.items())}
+
+
+def credit(model: str, path: Sequence[Touch], converted_at: datetime) -> dict[str, float]:
+    """Each channel's share of one conversion under `model` (empty for an empty path)."""
+    if model not in MODELS:
+        raise ValueError(f"unknown attribution model {model!r}; one of {', '.join(MODELS)}")
+    index = MODELS.index(model)
+    return {channel: v[index] for channel, v in credits(path, converted_at).items()}

@@ -3,8 +3,9 @@ on to the next one, how fast, and which channels get the credit under an attribu
 
 Definitions (what every number of the conversion API and the dashboard means):
 
-- entered: customers whose first entry into `from` in [since, until) was recorded; their channel
-  is the channel of the touch that moved them into `from`.
+- entered: customers whose entry into `from` lies in [since, until); their channel is the channel
+  of the touch that moved them into `from`. After an admin reset, only entries since the reset
+  count (the funnel starts again).
 - converted: those of them with an entry into `to` at or after that entry (at any time since);
   time to convert = the time between the two entries (median; p90 by nearest rank).
 - credited conversions: each conversion's credit spread over its touch path (the touches within
@@ -69,25 +70,16 @@ _WEIGHTS = {
 assert set(_WEIGHTS) == set(MODELS)
 
 _CONVERTED = """
-WITH entries AS (
-    SELECT customer_id, at, channel,
-           ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY at, id) AS k
-    FROM lifecycle_transitions
-    WHERE kind = 'stage' AND to_stage = :from_stage AND at >= :since AND at < :until
+WITH entered AS (
+    SELECT customer_id, entered_at, channel FROM lifecycle_funnel
+    WHERE stage = :from_stage AND entered_at >= :since AND entered_at < :until
 ),
-entered AS (
-    SELECT customer_id, at, COALESCE(channel, 'other') AS channel FROM entries WHERE k = 1
-),
-reached AS (
-    SELECT e.customer_id, e.channel AS entry_channel, e.at AS entered_at,
-           t.id, t.at, t.message_id, t.touch_path,
-           ROW_NUMBER() OVER (PARTITION BY e.customer_id ORDER BY t.at, t.id) AS k
+converted AS (
+    SELECT e.customer_id, e.channel AS entry_channel, e.entered_at, t.entered_at AS at, t.value
     FROM entered e
-    JOIN lifecycle_transitions t
-      ON t.customer_id = e.customer_id AND t.kind = 'stage' AND t.to_stage = :to_stage
-     AND t.at >= e.at
-),
-converted AS (SELECT * FROM reached WHERE k = 1)
+    JOIN lifecycle_funnel t
+      ON t.customer_id = e.customer_id AND t.stage = :to_stage AND t.entered_at >= e.entered_at
+)
 """
 
 _ENTERED = _CONVERTED + "SELECT channel, COUNT(*) FROM entered GROUP BY channel"
@@ -109,15 +101,28 @@ WHERE rn = (n + 1) / 2 OR rn = (n + 2) / 2 OR rn = (9 * n + 9) / 10
 """
 )
 
-_CREDITS = (
+# Credit as stored at write time (the configured lookback): a sum over at most five rows per
+# conversion.
+_STORED_CREDITS = (
+    _CONVERTED
+    + """
+SELECT k.channel, SUM(k.{model}), SUM(k.{model} * c.value)
+FROM converted c
+JOIN lifecycle_credits k ON k.customer_id = c.customer_id AND k.stage = :to_stage
+GROUP BY k.channel
+"""
+)
+
+# Credit for a shorter lookback: the stored touch paths, cut to the window and weighed here.
+_PATH_CREDITS = (
     _CONVERTED
     + """,
 valued AS (
-    SELECT c.id, c.at, c.touch_path,
-           COALESCE((SELECT SUM(o.amount) FROM lifecycle_orders o
-                     WHERE o.customer_id = c.customer_id AND o.message_id = c.message_id), 0)
-           AS value
+    SELECT c.customer_id AS id, c.value, c.at, t.touch_path
     FROM converted c
+    JOIN lifecycle_transitions t
+      ON t.customer_id = c.customer_id AND t.kind = 'stage' AND t.to_stage = :to_stage
+     AND t.at = c.at
 ),
 touches AS (
     SELECT c.id, c.value, {index} AS idx, {touch_at} AS touch_at,
@@ -207,9 +212,13 @@ def conversion(
     since: datetime,
     until: datetime,
     lookback_days: float,
+    recorded_lookback_days: float,
 ) -> Conversion:
     """Conversion from `from_stage` to `to_stage` for the entries into `from_stage` in the
-    window, per channel and in total, credited under `model` (one of attribution.MODELS)."""
+    window, per channel and in total, credited under `model` (one of attribution.MODELS).
+
+    Credit over the lookback the paths were recorded with was computed when they were written
+    (lifecycle_credits); a shorter lookback weighs the stored paths here."""
     if model not in _WEIGHTS:
         raise ValueError(f"unknown attribution model {model!r}; one of {', '.join(MODELS)}")
     params = {"from_stage": from_stage, "to_stage": to_stage, "since": since, "until": until}
@@ -229,10 +238,13 @@ def conversion(
         n = rows[channel].converted
         rows[channel].median_seconds = (at_rank[(n + 1) // 2] + at_rank[(n + 2) // 2]) / 2
         rows[channel].p90_seconds = at_rank[(9 * n + 9) // 10]
-    credits = session.execute(
-        _sql(session, _CREDITS, weight=_WEIGHTS[model]),
-        {**params, "lookback_days": lookback_days + EPSILON_DAYS},
-    )
+    if lookback_days >= recorded_lookback_days:
+        credits = session.execute(_sql(session, _STORED_CREDITS, model=model), params)
+    else:
+        credits = session.execute(
+            _sql(session, _PATH_CREDITS, weight=_WEIGHTS[model]),
+            {**params, "lookback_days": lookback_days + EPSILON_DAYS},
+        )
     for channel, credited, revenue in credits:
         for target in (row(channel), rows[ALL]):
             target.credited_conversions += float(credited)

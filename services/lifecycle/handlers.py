@@ -17,12 +17,16 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from services.lifecycle import repository
+from services.lifecycle.attribution import credits
 from services.lifecycle.journey import (
     RESET,
+    STAGE,
     Changes,
     Path,
+    Stored,
     Touch,
     Transition,
+    decode_path,
     implied,
     reconcile,
     touch_path,
@@ -226,8 +230,13 @@ class LifecycleEngine:
         inserts: list[NewTransition] = []
         updates: list[tuple[str, Transition, Path]] = []
         deletes: list[str] = []
+        refunnel: list[str] = []
+        funnel: list[repository.FunnelEntry] = []
         for p in profiles:
             change = changes(p, self._paths(touches.get(p.customer_id, [])))
+            if change.insert or change.update or change.delete or p.customer_id in merged:
+                refunnel.append(p.customer_id)
+                funnel += _funnel(p, wanted[p.customer_id], stored.get(p.customer_id, []), change)
             inserts += [NewTransition(p.customer_id, t, path) for t, path in change.insert]
             updates += change.update
             deletes += change.delete
@@ -245,9 +254,43 @@ class LifecycleEngine:
         repository.delete_transitions(session, deletes)
         repository.update_transitions(session, updates)
         repository.add_transitions(session, inserts, now)
+        repository.save_funnel(session, refunnel, funnel)
 
     def _paths(self, touches: Sequence[Touch]) -> Callable[[datetime], Path]:
         return lambda at: touch_path(touches, at, self.lookback, self.path_limit)
+
+
+def _funnel(
+    p: Profile, wanted: Sequence[Transition], stored: Sequence[Stored], change: Changes
+) -> list[repository.FunnelEntry]:
+    """The customer's live stage entries once `change` is applied, with their touch paths'
+    credits and the amount of the order behind each (what conversion reads)."""
+    paths = {t: path for t, path in change.insert}
+    paths |= {t: path for _, t, path in change.update}
+    amounts = {o.mark.message_id: o.amount for o in p.facts.orders}
+    entries = []
+    for t in wanted:
+        if t.kind != STAGE:
+            continue
+        path = paths.get(t)
+        if path is None:  # kept as stored
+            row = next(
+                s
+                for s in stored
+                if s.kind == STAGE and s.to_stage == t.to_stage and s.mark == t.mark
+            )
+            path = decode_path(row.path)
+        entries.append(
+            repository.FunnelEntry(
+                customer_id=p.customer_id,
+                stage=t.to_stage,
+                at=t.mark.at,
+                channel=t.mark.channel or "other",
+                value=amounts.get(t.mark.message_id, 0.0),
+                credits=credits(path, t.mark.at),
+            )
+        )
+    return entries
 
 
 def _recorder(needed: list[datetime]) -> Callable[[datetime], Path]:

@@ -86,6 +86,12 @@ def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, d
     return start, end
 
 
+def _recorded(request: Request) -> float:
+    """The lookback touch paths are recorded with."""
+    settings: Settings = request.app.state.settings
+    return float(settings.attribution_lookback_days)
+
+
 def _lookback(request: Request, days: float | None) -> float:
     settings: Settings = request.app.state.settings
     recorded = settings.attribution_lookback_days
@@ -121,6 +127,7 @@ def _row(row: sql.ChannelConversion, name: str | None = None) -> ChannelRow:
 def _report(
     session: DbSession,
     *,
+    recorded: float,
     from_stage: str,
     to_stage: str,
     model: str,
@@ -136,6 +143,7 @@ def _report(
         since=since,
         until=until,
         lookback_days=lookback_days,
+        recorded_lookback_days=recorded,
     )
     return ConversionReport(
         from_stage=from_stage,
@@ -172,6 +180,7 @@ def get_conversion(
     start, end = _window(since, until)
     return _report(
         session,
+        recorded=_recorded(request),
         from_stage=from_stage,
         to_stage=to_stage,
         model=model,
@@ -198,6 +207,7 @@ def get_funnel(
     steps = [
         _report(
             session,
+            recorded=_recorded(request),
             from_stage=a,
             to_stage=b,
             model=model,

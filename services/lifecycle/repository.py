@@ -22,11 +22,14 @@ import orjson
 from sqlalchemy import bindparam, delete, event, func, select, update
 from sqlalchemy.orm import Session
 
+from services.lifecycle.attribution import MODELS
 from services.lifecycle.identity import Identities
 from services.lifecycle.journey import Path, Stored, Touch, Transition, encode_path
 from services.lifecycle.stages import Facts, Mark, Order, Refund, Reset
 from services.lifecycle.tables import (
+    lifecycle_credits,
     lifecycle_customers,
+    lifecycle_funnel,
     lifecycle_ids,
     lifecycle_orders,
     lifecycle_outbox,
@@ -194,7 +197,7 @@ def move_customers(session: Session, moves: Sequence[tuple[str, str]]) -> None:
             .values(customer_id=bindparam("into")),
             pairs,
         )
-    for table in (lifecycle_orders, lifecycle_customers):
+    for table in (lifecycle_orders, lifecycle_customers, lifecycle_funnel, lifecycle_credits):
         session.execute(delete(table).where(table.c.customer_id == bindparam("absorbed")), pairs)
 
 
@@ -361,6 +364,44 @@ def save_refunds(session: Session, refunds: Sequence[tuple[str, Refund]]) -> Non
                 for c, r in refunds
             ],
         )
+
+
+@dataclass(frozen=True)
+class FunnelEntry:
+    """A live stage entry with what conversion needs: its channel, the converting order's
+    amount, and its credit per channel under every attribution model (attribution.MODELS)."""
+
+    customer_id: str
+    stage: str
+    at: datetime
+    channel: str
+    value: float
+    credits: Mapping[str, tuple[float, ...]]
+
+
+def save_funnel(session: Session, customers: Iterable[str], entries: Sequence[FunnelEntry]) -> None:
+    """Replace the funnel entries and credits of these customers."""
+    for chunk in _chunks(customers):
+        for table in (lifecycle_funnel, lifecycle_credits):
+            session.execute(delete(table).where(table.c.customer_id.in_(chunk)))
+    if not entries:
+        return
+    session.execute(
+        lifecycle_funnel.insert(),
+        [
+            {"customer_id": e.customer_id, "stage": e.stage, "entered_at": e.at,
+             "channel": e.channel, "value": e.value}
+            for e in entries
+        ],
+    )  # fmt: skip
+    credits = [
+        {"customer_id": e.customer_id, "stage": e.stage, "channel": channel,
+         **dict(zip(MODELS, shares, strict=True))}
+        for e in entries
+        for channel, shares in e.credits.items()
+    ]  # fmt: skip
+    if credits:
+        session.execute(lifecycle_credits.insert(), credits)
 
 
 def _time_ordered_id() -> str:

@@ -101,6 +101,33 @@ lifecycle_transitions = Table(
     Index(None, "kind", "to_stage", "at"),
 )
 
+lifecycle_funnel = Table(
+    "lifecycle_funnel",
+    metadata,  # each customer's live stage entries (since any reset): what conversion reads
+    Column("customer_id", String(ID), primary_key=True),
+    Column("stage", String(64), primary_key=True),
+    Column("entered_at", UTCDateTime(), nullable=False),
+    Column("channel", String(16), nullable=False),  # of the touch that moved them in
+    Column("value", Float, nullable=False),  # amount of the order that did it (0: not an order)
+    Index(None, "stage", "entered_at", "channel"),  # entries in a window, without the table
+    sqlite_with_rowid=False,
+)
+
+lifecycle_credits = Table(
+    "lifecycle_credits",
+    metadata,  # each live stage entry's credit per channel, per attribution model (the
+    # configured lookback); see attribution.py
+    Column("customer_id", String(ID), primary_key=True),
+    Column("stage", String(64), primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("first_touch", Float, nullable=False),
+    Column("last_touch", Float, nullable=False),
+    Column("linear", Float, nullable=False),
+    Column("time_decay", Float, nullable=False),
+    Column("position_based", Float, nullable=False),
+    sqlite_with_rowid=False,
+)
+
 lifecycle_outbox = Table(
     "lifecycle_outbox",
     metadata,

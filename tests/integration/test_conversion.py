@@ -21,6 +21,7 @@ from services.lifecycle.handlers import build_engine
 from services.lifecycle.journey import decode_path
 from services.lifecycle.tables import lifecycle_orders, lifecycle_transitions
 from shared.broker import EmbeddedBroker, free_port
+from shared.migrate import downgrade, upgrade
 from tests.support.lifecycle import day, feed, order, sessions, touch
 from tests.support.pipeline import settings_for
 
@@ -74,6 +75,7 @@ def report(db: sessionmaker[Session], model: str, lookback: float = 30) -> conve
             since=day(0),
             until=day(30),
             lookback_days=lookback,
+            recorded_lookback_days=30,
         )
 
 
@@ -160,6 +162,7 @@ def test_touches_older_than_the_recorded_lookback_get_nothing(db: sessionmaker[S
             since=day(30),
             until=day(60),
             lookback_days=30,
+            recorded_lookback_days=30,
         )
     rows = by_channel(result)
     assert rows["email"].credited_conversions == pytest.approx(1.0)
@@ -187,6 +190,7 @@ def test_touches_at_the_same_instant_share_credit(db: sessionmaker[Session]) -> 
             since=day(0),
             until=day(30),
             lookback_days=30,
+            recorded_lookback_days=30,
         )
     rows = by_channel(result)
     # raw 0.4, 0.1, 0.1, 0.4 -> each simultaneous pair shares its 0.5
@@ -196,7 +200,8 @@ def test_touches_at_the_same_instant_share_credit(db: sessionmaker[Session]) -> 
     assert rows["mobile"].credited_revenue == pytest.approx(5.0)
 
 
-def test_random_journeys_match_the_pure_models(db: sessionmaker[Session]) -> None:
+@pytest.mark.parametrize("lookback", [12, 30])  # weighed in SQL / as stored when written
+def test_random_journeys_match_the_pure_models(db: sessionmaker[Session], lookback: int) -> None:
     """Every model's SQL credit equals attribution.credit over the stored paths."""
     rng = random.Random(5)
     events = []
@@ -239,14 +244,16 @@ def test_random_journeys_match_the_pure_models(db: sessionmaker[Session]) -> Non
                 model=model,
                 since=day(-10),
                 until=day(100),
-                lookback_days=12,
+                lookback_days=lookback,
+                recorded_lookback_days=30,
             )
             expected: dict[str, float] = defaultdict(float)
             revenue: dict[str, float] = defaultdict(float)
             for p in purchases:
                 if p.customer_id not in entered:
                     continue
-                window = [x for x in decode_path(p.touch_path) if p.at - x.at <= timedelta(12)]
+                path = decode_path(p.touch_path)
+                window = [x for x in path if p.at - x.at <= timedelta(lookback)]
                 for channel, share in credit(model, window, p.at).items():
                     expected[channel] += share
                     revenue[channel] += share * amounts[(p.customer_id, p.message_id)]
@@ -343,3 +350,15 @@ def test_scoring_panels_answer_502_when_scoring_is_down(
         assert "scoring service unreachable" in answer.json()["detail"]
         assert client.get("/v1/scoring/model", headers=AUTH).status_code == 400  # not proxied
         assert client.get("/v1/scoring/segments").status_code == 401
+
+
+def test_the_migration_fills_the_funnel_from_stored_journeys(db_url: str) -> None:
+    """Downgrade below the funnel tables and upgrade again: the same conversion numbers."""
+    with sessions(db_url) as factory:
+        journeys(factory)
+        before = [report(factory, model) for model in MODELS]
+    downgrade(db_url, "0003")
+    upgrade(db_url)
+    with sessions(db_url) as factory:
+        assert [report(factory, model) for model in MODELS] == before
+        assert before[0].total.converted == 2
