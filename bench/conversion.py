@@ -1,11 +1,14 @@
 """Conversion API latency (p50/p99) for all five attribution models, with 1M customers and 5M
 transitions, on SQLite and PostgreSQL, beside the same service's `/healthz` (the HTTP floor).
 
+Windows of entries: the last 30 and 90 days (`--requests` each), and 365 days (5 requests, so
+its "p99" is the slowest of 5).
+
 Population (two years): every customer is a visitor; 90% engage, 80% buy, 60% repeat and 30%
 become loyal, each step days to weeks after the one before (steps that would lie in the future
 are not taken), plus win-backs up to 5M transitions in all. Every transition has a touch path of
 1-5 touches within the 30 days before it, every purchase transition its order, and every stage
-entry its funnel row and credits, as the lifecycle engine writes them.
+entry its funnel row with its credits, as the lifecycle engine writes them.
 
     .venv/bin/python -m bench.conversion [--customers 1000000] [--transitions 5000000]
         [--requests 30] [--postgres]
@@ -29,6 +32,8 @@ import orjson
 from bench.common import embedded_broker, percentile, postgres_cluster, service, service_env
 from services.lifecycle.attribution import MODELS, credits
 from services.lifecycle.journey import Touch
+from services.lifecycle.repository import FunnelEntry, funnel_row
+from services.lifecycle.tables import lifecycle_funnel
 from shared.migrate import upgrade
 
 CHANNELS = ("web", "email", "mobile", "social", "other")
@@ -63,7 +68,7 @@ def population(customers: int, transitions: int) -> Iterator[tuple[str, list[tup
     """(table, rows) chunks: customers, their stage transitions and orders, then win-backs."""
     rng = random.Random(3)
     rows: dict[str, list[tuple[Any, ...]]] = {
-        "customers": [], "transitions": [], "orders": [], "funnel": [], "credits": []
+        "customers": [], "transitions": [], "orders": [], "funnel": []
     }  # fmt: skip
     written = 0
     for i in range(customers):
@@ -88,8 +93,8 @@ def population(customers: int, transitions: int) -> Iterator[tuple[str, list[tup
             if k >= 2:  # purchase stages: the order that triggered them
                 rows["orders"].append((customer, f"o{i}-{k}", at, message, channel, amount))
                 revenue, orders = revenue + amount, orders + 1
-            rows["funnel"].append((customer, name, at, channel, amount))
-            rows["credits"] += [(customer, name, c, *split) for c, split in shares.items()]
+            entry = FunnelEntry(customer, name, at, channel, amount, shares)
+            rows["funnel"].append(tuple(funnel_row(entry).values()))
             stage = name
         rows["customers"].append(
             (customer, True, first_at, f"{customer}-m0", rng.choice(CHANNELS), at, 3, orders,
@@ -118,8 +123,7 @@ COLUMNS = {
     "customers": ("lifecycle_customers", CUSTOMER_COLUMNS),
     "transitions": ("lifecycle_transitions", TRANSITION_COLUMNS),
     "orders": ("lifecycle_orders", ORDER_COLUMNS),
-    "funnel": ("lifecycle_funnel", ("customer_id", "stage", "entered_at", "channel", "value")),
-    "credits": ("lifecycle_credits", ("customer_id", "stage", "channel", *MODELS)),
+    "funnel": ("lifecycle_funnel", tuple(c.name for c in lifecycle_funnel.c)),
 }
 
 
@@ -197,14 +201,14 @@ def main() -> None:
                 floor = latencies(api, "/healthz", {}, args.requests)
                 print(f"[{label}] GET /healthz (HTTP floor): p50 {floor[0]:.1f} ms, p99 "
                       f"{floor[1]:.1f} ms")  # fmt: skip
-                for days in (30, 365):
+                for days, requests in ((30, args.requests), (90, args.requests), (365, 5)):
                     window = {
                         "since": (NOW - timedelta(days=days)).isoformat(),
                         "until": NOW.isoformat(),
                     }
                     for model in MODELS:
                         params = {"from": "engaged", "to": "first_purchase", "model": model}
-                        p50, p99 = latencies(api, "/v1/conversion", params | window, args.requests)
+                        p50, p99 = latencies(api, "/v1/conversion", params | window, requests)
                         print(
                             f"[{label}] conversion, {days:>3}-day window, {model:<14}: "
                             f"p50 {p50:6.0f} ms, p99 {p99:6.0f} ms "

@@ -1,6 +1,6 @@
-"""conversion and acquisition: lifecycle's funnel entries with their credit per channel and
-model (filled from the stored journeys), an index on first touches (cohorts); scoring keeps each
-customer's first-touch channel (value by acquisition channel)
+"""conversion and acquisition: lifecycle's funnel of live stage entries with their credit per
+channel and model (filled from the stored journeys), an index on first touches (cohorts);
+scoring keeps each customer's first-touch channel (value by acquisition channel)
 
 Revision ID: 0004
 Revises: 0003
@@ -14,6 +14,8 @@ from alembic import op
 
 from services.lifecycle.attribution import MODELS, credits
 from services.lifecycle.journey import decode_path
+from services.lifecycle.repository import FunnelEntry, funnel_row
+from services.lifecycle.tables import CHANNELS, credit_column
 from shared.db import UTCDateTime
 
 ID = 255
@@ -41,37 +43,25 @@ def upgrade() -> None:
         sa.Column("entered_at", UTCDateTime(), nullable=False),
         sa.Column("channel", sa.String(16), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
+        *(
+            sa.Column(credit_column(model, channel), sa.Float(), nullable=False)
+            for model in MODELS
+            for channel in CHANNELS
+        ),
         sa.PrimaryKeyConstraint("customer_id", "stage", name=op.f("pk_lifecycle_funnel")),
         sqlite_with_rowid=False,
     )
     op.create_index(
         "ix_lifecycle_funnel_stage", "lifecycle_funnel", ["stage", "entered_at", "channel"]
     )
-    credit_table = op.create_table(
-        "lifecycle_credits",
-        sa.Column("customer_id", sa.String(ID), nullable=False),
-        sa.Column("stage", sa.String(64), nullable=False),
-        sa.Column("channel", sa.String(16), nullable=False),
-        *(sa.Column(model, sa.Float(), nullable=False) for model in MODELS),
-        sa.PrimaryKeyConstraint(
-            "customer_id", "stage", "channel", name=op.f("pk_lifecycle_credits")
-        ),
-        sqlite_with_rowid=False,
-    )
-    _fill_funnel(funnel, credit_table)
+    _fill_funnel(funnel)
 
 
-def _fill_funnel(funnel: sa.Table, credit_table: sa.Table) -> None:
+def _fill_funnel(funnel: sa.Table) -> None:
     """Live stage entries (after a customer's latest reset) of the stored journeys."""
     bind = op.get_bind()
-    t = sa.table(
-        "lifecycle_transitions",
-        *(
-            sa.column(n)
-            for n in ("customer_id", "kind", "to_stage", "message_id", "channel", "touch_path")
-        ),
-        sa.column("at", UTCDateTime()),
-    )
+    names = ("customer_id", "kind", "to_stage", "message_id", "channel", "touch_path")
+    t = sa.table("lifecycle_transitions", *map(sa.column, names), sa.column("at", UTCDateTime()))
     c = sa.table(
         "lifecycle_customers", sa.column("customer_id"), sa.column("reset_at", UTCDateTime())
     )
@@ -84,35 +74,25 @@ def _fill_funnel(funnel: sa.Table, credit_table: sa.Table) -> None:
         .outerjoin(o, (o.c.customer_id == t.c.customer_id) & (o.c.message_id == t.c.message_id))
         .where(t.c.kind == "stage", (c.c.reset_at.is_(None)) | (t.c.at > c.c.reset_at))
     )
-    entries, shares = [], []
+    entries = []
     for row in rows:
-        entries.append(
-            {"customer_id": row.customer_id, "stage": row.to_stage, "entered_at": row.at,
-             "channel": row.channel or "other", "value": row.amount or 0.0}
-        )  # fmt: skip
-        for channel, split in credits(decode_path(row.touch_path), row.at).items():
-            shares.append(
-                {"customer_id": row.customer_id, "stage": row.to_stage, "channel": channel,
-                 **dict(zip(MODELS, split, strict=True))}
-            )  # fmt: skip
+        entry = FunnelEntry(
+            customer_id=row.customer_id,
+            stage=row.to_stage,
+            at=row.at,
+            channel=row.channel or "other",
+            value=row.amount or 0.0,
+            credits=credits(decode_path(row.touch_path), row.at),
+        )
+        entries.append(funnel_row(entry))
         if len(entries) >= 10_000:
-            _flush(bind, funnel, credit_table, entries, shares)
-    _flush(bind, funnel, credit_table, entries, shares)
-
-
-def _flush(
-    bind: sa.Connection, funnel: sa.Table, credit_table: sa.Table, entries: list, shares: list
-) -> None:  # type: ignore[type-arg]
+            bind.execute(funnel.insert(), entries)
+            entries.clear()
     if entries:
         bind.execute(funnel.insert(), entries)
-    if shares:
-        bind.execute(credit_table.insert(), shares)
-    entries.clear()
-    shares.clear()
 
 
 def downgrade() -> None:
-    op.drop_table("lifecycle_credits")
     op.drop_table("lifecycle_funnel")
     op.drop_index("ix_lifecycle_customers_first_touch_at", "lifecycle_customers")
     with op.batch_alter_table("scoring_customers") as batch:

@@ -30,9 +30,9 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from services.lifecycle.attribution import MODELS
+from services.lifecycle.tables import CHANNELS, credit_column
 from shared.db import UTCDateTime
 
-CHANNELS = ("web", "email", "mobile", "social", "other")
 ALL = "*"
 EPSILON_DAYS = 1e-6  # touch ages come from floating-point day counts: keep the boundary touch
 
@@ -69,22 +69,27 @@ _WEIGHTS = {
 }
 assert set(_WEIGHTS) == set(MODELS)
 
+# Entries into `from` in the window (an index range), and their entries into `to` (a primary
+# key lookup each, in customer order). MATERIALIZED: computed once for the whole statement.
 _CONVERTED = """
-WITH entered AS (
+WITH entered AS MATERIALIZED (
     SELECT customer_id, entered_at, channel FROM lifecycle_funnel
     WHERE stage = :from_stage AND entered_at >= :since AND entered_at < :until
+    ORDER BY customer_id
 ),
-converted AS (
-    SELECT e.customer_id, e.channel AS entry_channel, e.entered_at, t.entered_at AS at, t.value
+converted AS MATERIALIZED (
+    SELECT e.customer_id, e.channel AS entry_channel, e.entered_at, t.entered_at AS at,
+           t.value{credit_columns}
     FROM entered e
     JOIN lifecycle_funnel t
       ON t.customer_id = e.customer_id AND t.stage = :to_stage AND t.entered_at >= e.entered_at
 )
 """
 
-_ENTERED = _CONVERTED + "SELECT channel, COUNT(*) FROM entered GROUP BY channel"
-
-_DURATIONS = (
+# Everything in one statement, as (kind, channel, a, b, c) rows: entries per channel; the ranks
+# of time to convert that median and p90 need (per channel and for all, '*'); and, per channel,
+# the credit stored with the entries into `to` (the configured lookback) and its revenue.
+_REPORT = (
     _CONVERTED
     + """,
 durations AS (SELECT entry_channel AS channel, {seconds} AS secs FROM converted),
@@ -96,20 +101,11 @@ ranked AS (
     UNION ALL
     SELECT '*', secs, ROW_NUMBER() OVER (ORDER BY secs), COUNT(*) OVER () FROM durations
 )
-SELECT channel, rn, n, secs FROM ranked
+SELECT 'entered', channel, COUNT(*), NULL, NULL FROM entered GROUP BY channel
+UNION ALL
+SELECT 'rank', channel, rn, n, secs FROM ranked
 WHERE rn = (n + 1) / 2 OR rn = (n + 2) / 2 OR rn = (9 * n + 9) / 10
-"""
-)
-
-# Credit as stored at write time (the configured lookback): a sum over at most five rows per
-# conversion.
-_STORED_CREDITS = (
-    _CONVERTED
-    + """
-SELECT k.channel, SUM(k.{model}), SUM(k.{model} * c.value)
-FROM converted c
-JOIN lifecycle_credits k ON k.customer_id = c.customer_id AND k.stage = :to_stage
-GROUP BY k.channel
+{credit_sums}
 """
 )
 
@@ -218,37 +214,50 @@ def conversion(
     window, per channel and in total, credited under `model` (one of attribution.MODELS).
 
     Credit over the lookback the paths were recorded with was computed when they were written
-    (lifecycle_credits); a shorter lookback weighs the stored paths here."""
+    (lifecycle_funnel's credit columns); a shorter lookback weighs the stored paths here."""
     if model not in _WEIGHTS:
         raise ValueError(f"unknown attribution model {model!r}; one of {', '.join(MODELS)}")
     params = {"from_stage": from_stage, "to_stage": to_stage, "since": since, "until": until}
     rows = {c: ChannelConversion(c) for c in (*CHANNELS, ALL)}
-
-    def row(channel: str) -> ChannelConversion:
-        return rows.setdefault(channel, ChannelConversion(channel))
-
-    for channel, count in session.execute(_sql(session, _ENTERED), params):
-        row(channel).entered = count
-        rows[ALL].entered += count
+    stored = lookback_days >= recorded_lookback_days
+    columns = {c: credit_column(model, c) for c in CHANNELS}
+    report = _sql(
+        session,
+        _REPORT,
+        credit_columns="".join(f", t.{column}" for column in columns.values()) if stored else "",
+        credit_sums="".join(
+            f"UNION ALL SELECT 'credit', '{c}', SUM({column}), SUM({column} * value), NULL "
+            "FROM converted\n"
+            for c, column in columns.items()
+        )
+        if stored
+        else "",
+    )
     ranks: dict[str, dict[int, float]] = defaultdict(dict)
-    for channel, rn, n, secs in session.execute(_sql(session, _DURATIONS), params):
-        row(channel).converted = n
-        ranks[channel][rn] = float(secs)
+    for kind, channel, a, b, c in session.execute(report, params):
+        if kind == "entered":
+            rows[channel].entered = int(a)
+            rows[ALL].entered += int(a)
+        elif kind == "rank":
+            rows[channel].converted = int(b)
+            ranks[channel][int(a)] = float(c)
+        elif a is not None:  # credit (no conversions: NULL sums)
+            for target in (rows[channel], rows[ALL]):
+                target.credited_conversions += float(a)
+                target.credited_revenue += float(b)
     for channel, at_rank in ranks.items():
         n = rows[channel].converted
         rows[channel].median_seconds = (at_rank[(n + 1) // 2] + at_rank[(n + 2) // 2]) / 2
         rows[channel].p90_seconds = at_rank[(9 * n + 9) // 10]
-    if lookback_days >= recorded_lookback_days:
-        credits = session.execute(_sql(session, _STORED_CREDITS, model=model), params)
-    else:
+    if not stored:
         credits = session.execute(
-            _sql(session, _PATH_CREDITS, weight=_WEIGHTS[model]),
+            _sql(session, _PATH_CREDITS, weight=_WEIGHTS[model], credit_columns=""),
             {**params, "lookback_days": lookback_days + EPSILON_DAYS},
         )
-    for channel, credited, revenue in credits:
-        for target in (row(channel), rows[ALL]):
-            target.credited_conversions += float(credited)
-            target.credited_revenue += float(revenue)
+        for channel, credited, revenue in credits:
+            for target in (rows[channel], rows[ALL]):
+                target.credited_conversions += float(credited)
+                target.credited_revenue += float(revenue)
     total = rows.pop(ALL)
     return Conversion(
         from_stage=from_stage,

@@ -27,7 +27,8 @@ from services.lifecycle.identity import Identities
 from services.lifecycle.journey import Path, Stored, Touch, Transition, encode_path
 from services.lifecycle.stages import Facts, Mark, Order, Refund, Reset
 from services.lifecycle.tables import (
-    lifecycle_credits,
+    CHANNELS,
+    credit_column,
     lifecycle_customers,
     lifecycle_funnel,
     lifecycle_ids,
@@ -197,7 +198,7 @@ def move_customers(session: Session, moves: Sequence[tuple[str, str]]) -> None:
             .values(customer_id=bindparam("into")),
             pairs,
         )
-    for table in (lifecycle_orders, lifecycle_customers, lifecycle_funnel, lifecycle_credits):
+    for table in (lifecycle_orders, lifecycle_customers, lifecycle_funnel):
         session.execute(delete(table).where(table.c.customer_id == bindparam("absorbed")), pairs)
 
 
@@ -380,28 +381,26 @@ class FunnelEntry:
 
 
 def save_funnel(session: Session, customers: Iterable[str], entries: Sequence[FunnelEntry]) -> None:
-    """Replace the funnel entries and credits of these customers."""
+    """Replace the funnel entries of these customers."""
     for chunk in _chunks(customers):
-        for table in (lifecycle_funnel, lifecycle_credits):
-            session.execute(delete(table).where(table.c.customer_id.in_(chunk)))
-    if not entries:
-        return
-    session.execute(
-        lifecycle_funnel.insert(),
-        [
-            {"customer_id": e.customer_id, "stage": e.stage, "entered_at": e.at,
-             "channel": e.channel, "value": e.value}
-            for e in entries
-        ],
-    )  # fmt: skip
-    credits = [
-        {"customer_id": e.customer_id, "stage": e.stage, "channel": channel,
-         **dict(zip(MODELS, shares, strict=True))}
-        for e in entries
-        for channel, shares in e.credits.items()
-    ]  # fmt: skip
-    if credits:
-        session.execute(lifecycle_credits.insert(), credits)
+        session.execute(delete(lifecycle_funnel).where(lifecycle_funnel.c.customer_id.in_(chunk)))
+    if entries:
+        session.execute(lifecycle_funnel.insert(), [funnel_row(e) for e in entries])
+
+
+def funnel_row(e: FunnelEntry) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "customer_id": e.customer_id,
+        "stage": e.stage,
+        "entered_at": e.at,
+        "channel": e.channel,
+        "value": e.value,
+    }
+    for m, model in enumerate(MODELS):
+        for channel in CHANNELS:
+            shares = e.credits.get(channel)
+            row[credit_column(model, channel)] = shares[m] if shares else 0.0
+    return row
 
 
 def _time_ordered_id() -> str:

@@ -4,6 +4,8 @@ Every row of a customer is keyed by its canonical customer id; `lifecycle_ids` m
 ever seen (userId, anonymousId, alias previousId) to it.
 """
 
+from typing import get_args
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -16,7 +18,9 @@ from sqlalchemy import (
     Text,
 )
 
+from services.lifecycle.attribution import MODELS
 from shared.db import UTCDateTime, metadata
+from shared.events import Channel
 
 ID = 255
 
@@ -101,6 +105,13 @@ lifecycle_transitions = Table(
     Index(None, "kind", "to_stage", "at"),
 )
 
+CHANNELS: tuple[str, ...] = get_args(Channel)
+
+
+def credit_column(model: str, channel: str) -> str:
+    return f"credit_{model}_{channel}"
+
+
 lifecycle_funnel = Table(
     "lifecycle_funnel",
     metadata,  # each customer's live stage entries (since any reset): what conversion reads
@@ -109,22 +120,14 @@ lifecycle_funnel = Table(
     Column("entered_at", UTCDateTime(), nullable=False),
     Column("channel", String(16), nullable=False),  # of the touch that moved them in
     Column("value", Float, nullable=False),  # amount of the order that did it (0: not an order)
+    # The entry's credit per channel under each attribution model (attribution.py) over its
+    # touch path: stored with the row, so conversion sums columns instead of weighing paths.
+    *(
+        Column(credit_column(model, channel), Float, nullable=False)
+        for model in MODELS
+        for channel in CHANNELS
+    ),
     Index(None, "stage", "entered_at", "channel"),  # entries in a window, without the table
-    sqlite_with_rowid=False,
-)
-
-lifecycle_credits = Table(
-    "lifecycle_credits",
-    metadata,  # each live stage entry's credit per channel, per attribution model (the
-    # configured lookback); see attribution.py
-    Column("customer_id", String(ID), primary_key=True),
-    Column("stage", String(64), primary_key=True),
-    Column("channel", String(16), primary_key=True),
-    Column("first_touch", Float, nullable=False),
-    Column("last_touch", Float, nullable=False),
-    Column("linear", Float, nullable=False),
-    Column("time_decay", Float, nullable=False),
-    Column("position_based", Float, nullable=False),
     sqlite_with_rowid=False,
 )
 

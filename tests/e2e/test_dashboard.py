@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -63,10 +64,20 @@ def test_dashboard_shows_the_apis_per_channel_numbers(stack: tuple[Stack, object
         page.wait_for_selector("#conversion-table tbody tr[data-channel=total]")
         page.wait_for_selector("#value-table tbody tr[data-channel=web]")
         page.wait_for_function("document.querySelector('#status').textContent.startsWith('Up')")
+        # The demo spans a year; the pickers redraw the table for that window and another model.
+        page.select_option("#window", "365")
+        page.select_option("#model", "position_based")
+        table = page.locator("#conversion-table")
+
+        def redrawn() -> bool:
+            since, until = (table.get_attribute(f"data-{k}") or "" for k in ("since", "until"))
+            span = datetime.fromisoformat(until) - datetime.fromisoformat(since)
+            return table.get_attribute("data-model") == "position_based" and span.days >= 364
+
+        wait_for(redrawn, bool, 30, "the table for the picked window and model")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         shown = cells(page, "conversion-table")
-        table = page.locator("#conversion-table")
         asked = {k: table.get_attribute(f"data-{k}") for k in ("from", "to", "model")}
         window = {k: table.get_attribute(f"data-{k}") for k in ("since", "until")}
         stored = page.evaluate("[sessionStorage.length, localStorage.length]")
@@ -74,7 +85,7 @@ def test_dashboard_shows_the_apis_per_channel_numbers(stack: tuple[Stack, object
 
     assert not failed, failed  # everything the page loads comes from the service itself
     assert stored == [1, 0]  # the token is kept in the tab's session only
-    assert asked == {"from": "engaged", "to": "first_purchase", "model": "linear"}
+    assert asked == {"from": "engaged", "to": "first_purchase", "model": "position_based"}
     report = httpx.get(
         f"{lifecycle}/v1/conversion",
         params={**asked, **window},
@@ -88,6 +99,20 @@ def test_dashboard_shows_the_apis_per_channel_numbers(stack: tuple[Stack, object
         assert rate == f"{100 * row['rate']:.1f}%"
         assert float(credited.replace(",", "")) == pytest.approx(row["credited_conversions"], 0.01)
         assert float(revenue.replace(",", "")) == pytest.approx(row["credited_revenue"], abs=0.01)
+    cli = subprocess.run(
+        [TOUCHLINE, "report", "conversion", "--from", "engaged", "--to", "first_purchase",
+         "--model", "position_based", "--since", window["since"] or "",
+         "--until", window["until"] or "",
+         "--url", lifecycle, "--token", DEV_READ_TOKEN],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    total = next(line.split() for line in cli.stdout.splitlines() if line.startswith("total"))
+    assert total[1:3] == [str(report["total"]["entered"]), str(report["total"]["converted"])]
+    assert total[-2:] == [
+        f"{report['total']['credited_conversions']:.2f}",
+        f"{report['total']['credited_revenue']:.2f}",
+    ]
     busy = [c for c in CHANNELS if report["channels"][CHANNELS.index(c)]["converted"] > 0]
     assert len(busy) >= 4, report  # the demo makes every number non-trivial
     assert report["total"]["credited_conversions"] > 0 and report["total"]["credited_revenue"] > 0

@@ -4,10 +4,11 @@
 
 const CHANNELS = ["web", "email", "mobile", "social", "other"];
 const COLORS = { web: "#2f6fed", email: "#e3a008", mobile: "#16a34a", social: "#db2777", other: "#6b7385" };
-const REFRESH_MS = 5000;
+const REFRESH_MS = 15000;
 const $ = (id) => document.getElementById(id);
 let stages = [];
 let liveBefore = null;
+let generation = 0; // a refresh renders only if no newer one started (pickers change quickly)
 
 class Unauthorized extends Error {}
 
@@ -68,10 +69,11 @@ function windowParams() {
   return { since: since.toISOString(), until: until.toISOString() };
 }
 
-async function loadConversion(range) {
+async function loadConversion(range, mine) {
   const [from, to] = $("step").value.split(">");
   const model = $("model").value;
   const report = await api("/v1/conversion", { from, to, model, ...range });
+  if (mine !== generation) return;
   $("conversion-title").textContent = `Conversion ${from} → ${to} by channel`;
   $("conversion-note").textContent =
     `Customers who entered ${from} between ${report.since.slice(0, 10)} and ${report.until.slice(0, 10)}; ` +
@@ -89,8 +91,9 @@ async function loadConversion(range) {
     (v) => number(v, 1));
 }
 
-async function loadFunnel(range) {
+async function loadFunnel(range, mine) {
   const funnel = await api("/v1/conversion/funnel", { model: $("model").value, ...range });
+  if (mine !== generation) return;
   $("funnel-model").textContent = `(entered → converted, rate; ${funnel.model.replace("_", " ")})`;
   const table = $("funnel-table");
   table.tHead.replaceChildren(el("tr", {}, el("th", {}, "channel"),
@@ -150,7 +153,8 @@ async function refresh() {
       if (steps.includes("engaged>first_purchase")) $("step").value = "engaged>first_purchase";
     }
     const range = windowParams();
-    await Promise.all([loadConversion(range), loadFunnel(range), loadStages(), loadScoring(), loadLive()]);
+    const mine = ++generation;
+    await Promise.all([loadConversion(range, mine), loadFunnel(range, mine), loadStages(), loadScoring(), loadLive()]);
     $("status").textContent = `Updated ${new Date().toLocaleTimeString()} · refreshes every ${REFRESH_MS / 1000}s`;
     $("status").className = "muted";
   } catch (error) {
