@@ -126,15 +126,13 @@ def _row(row: sql.ChannelConversion, name: str | None = None) -> ChannelRow:
 
 def _report(
     session: DbSession,
-    *,
-    recorded: float,
-    from_stage: str,
-    to_stage: str,
+    request: Request,
+    step: tuple[str, str],
     model: str,
-    since: datetime,
-    until: datetime,
+    window: tuple[datetime, datetime],
     lookback_days: float,
 ) -> ConversionReport:
+    (from_stage, to_stage), (since, until) = step, window
     result = sql.conversion(
         session,
         from_stage=from_stage,
@@ -143,7 +141,7 @@ def _report(
         since=since,
         until=until,
         lookback_days=lookback_days,
-        recorded_lookback_days=recorded,
+        recorded_lookback_days=_recorded(request),
     )
     return ConversionReport(
         from_stage=from_stage,
@@ -177,17 +175,9 @@ def get_conversion(
     if names.index(to_stage) <= names.index(from_stage):
         raise HTTPException(400, detail=f"`to` must be a stage after {from_stage!r}")
     _check_model(model)
-    start, end = _window(since, until)
-    return _report(
-        session,
-        recorded=_recorded(request),
-        from_stage=from_stage,
-        to_stage=to_stage,
-        model=model,
-        since=start,
-        until=end,
-        lookback_days=_lookback(request, lookback_days),
-    )
+    window = _window(since, until)
+    lookback = _lookback(request, lookback_days)
+    return _report(session, request, (from_stage, to_stage), model, window, lookback)
 
 
 @router.get("/funnel", response_model=Funnel)
@@ -201,23 +191,13 @@ def get_funnel(
 ) -> Funnel:
     """Every consecutive step of the stage model (visitor -> engaged -> ...) at once."""
     _check_model(model)
-    start, end = _window(since, until)
+    window = _window(since, until)
     lookback = _lookback(request, lookback_days)
     names = _engine(request).model.names
-    steps = [
-        _report(
-            session,
-            recorded=_recorded(request),
-            from_stage=a,
-            to_stage=b,
-            model=model,
-            since=start,
-            until=end,
-            lookback_days=lookback,
-        )
-        for a, b in pairwise(names)
-    ]
-    return Funnel(model=model, lookback_days=lookback, since=start, until=end, steps=steps)
+    steps = [_report(session, request, step, model, window, lookback) for step in pairwise(names)]
+    return Funnel(
+        model=model, lookback_days=lookback, since=window[0], until=window[1], steps=steps
+    )
 
 
 @router.get("/cohorts", response_model=Cohorts)

@@ -65,15 +65,22 @@ def journeys(db: sessionmaker[Session]) -> None:
     feed(db, ENGINE, events)
 
 
-def report(db: sessionmaker[Session], model: str, lookback: float = 30) -> conversion.Conversion:
+def report(
+    db: sessionmaker[Session],
+    model: str,
+    lookback: float = 30,
+    *,
+    step: tuple[str, str] = ("engaged", "first_purchase"),
+    days: tuple[float, float] = (0, 30),
+) -> conversion.Conversion:
     with db() as session:
         return conversion.conversion(
             session,
-            from_stage="engaged",
-            to_stage="first_purchase",
+            from_stage=step[0],
+            to_stage=step[1],
             model=model,
-            since=day(0),
-            until=day(30),
+            since=day(days[0]),
+            until=day(days[1]),
             lookback_days=lookback,
             recorded_lookback_days=30,
         )
@@ -153,18 +160,7 @@ def test_touches_older_than_the_recorded_lookback_get_nothing(db: sessionmaker[S
             order(day(40), "e1", 10.0, user="e"),
         ],
     )
-    with db() as session:
-        result = conversion.conversion(
-            session,
-            from_stage="engaged",
-            to_stage="first_purchase",
-            model="first_touch",
-            since=day(30),
-            until=day(60),
-            lookback_days=30,
-            recorded_lookback_days=30,
-        )
-    rows = by_channel(result)
+    rows = by_channel(report(db, "first_touch", days=(30, 60)))
     assert rows["email"].credited_conversions == pytest.approx(1.0)
     assert rows["social"].credited_conversions == 0.0
 
@@ -181,18 +177,7 @@ def test_touches_at_the_same_instant_share_credit(db: sessionmaker[Session]) -> 
         ],
     )
     # f's path to first_purchase: email d5, social d5, web d6, mobile d6 (ties at both ends).
-    with db() as session:
-        result = conversion.conversion(
-            session,
-            from_stage="visitor",
-            to_stage="first_purchase",
-            model="position_based",
-            since=day(0),
-            until=day(30),
-            lookback_days=30,
-            recorded_lookback_days=30,
-        )
-    rows = by_channel(result)
+    rows = by_channel(report(db, "position_based", step=("visitor", "first_purchase")))
     # raw 0.4, 0.1, 0.1, 0.4 -> each simultaneous pair shares its 0.5
     assert {c: rows[c].credited_conversions for c in ("email", "social", "web", "mobile")} == (
         pytest.approx({"email": 0.25, "social": 0.25, "web": 0.25, "mobile": 0.25})
