@@ -165,7 +165,7 @@ class LifecycleEngine:
         reset = Transition(RESET, profile.stage, stage, Mark(now, "", ""))
         repository.add_transitions(session, [NewTransition(customer, reset, (), note)], now)
         profile.facts = replace(profile.facts, reset=Reset(stage, now), engaged=None)
-        self._update_journeys(session, [profile], {}, set(), now)
+        self._update_journeys(session, [profile], {}, set(), now, rewrite_funnel=True)
         repository.save_profiles(session, [profile], now)
         return profile
 
@@ -201,8 +201,10 @@ class LifecycleEngine:
         touched_at: dict[str, list[datetime]],
         merged: set[str],
         now: datetime,
+        rewrite_funnel: bool = False,
     ) -> None:
-        """Make each profile's stored transitions equal those its facts imply, with touch paths."""
+        """Make each profile's stored transitions equal those its facts imply, with touch paths,
+        and its funnel rows (conversion's view) equal its live stage entries."""
         stored = repository.load_transitions(session, [p.customer_id for p in profiles])
         wanted = {p.customer_id: implied(self.model, p.facts) for p in profiles}
 
@@ -230,13 +232,17 @@ class LifecycleEngine:
         inserts: list[NewTransition] = []
         updates: list[tuple[str, Transition, Path]] = []
         deletes: list[str] = []
-        refunnel: list[str] = []
+        stale: list[tuple[str, str]] = []  # funnel rows (customer, stage) to replace or drop
         funnel: list[repository.FunnelEntry] = []
         for p in profiles:
             change = changes(p, self._paths(touches.get(p.customer_id, [])))
-            if change.insert or change.update or change.delete or p.customer_id in merged:
-                refunnel.append(p.customer_id)
-                funnel += _funnel(p, wanted[p.customer_id], stored.get(p.customer_id, []), change)
+            own = stored.get(p.customer_id, [])
+            if rewrite_funnel or p.customer_id in merged:
+                moved = set(self.model.names)
+            else:
+                moved = _moved_stages(change, own)
+            stale += [(p.customer_id, stage) for stage in sorted(moved)]
+            funnel += _funnel(p, wanted[p.customer_id], own, change, moved)
             inserts += [NewTransition(p.customer_id, t, path) for t, path in change.insert]
             updates += change.update
             deletes += change.delete
@@ -254,23 +260,37 @@ class LifecycleEngine:
         repository.delete_transitions(session, deletes)
         repository.update_transitions(session, updates)
         repository.add_transitions(session, inserts, now)
-        repository.save_funnel(session, refunnel, funnel)
+        repository.save_funnel(session, stale, funnel)
 
     def _paths(self, touches: Sequence[Touch]) -> Callable[[datetime], Path]:
         return lambda at: touch_path(touches, at, self.lookback, self.path_limit)
 
 
+def _moved_stages(change: Changes, stored: Sequence[Stored]) -> set[str]:
+    """Stages whose live entry `change` adds, moves or removes."""
+    gone = set(change.delete)
+    return (
+        {t.to_stage for t, _ in change.insert if t.kind == STAGE}
+        | {t.to_stage for _, t, _ in change.update if t.kind == STAGE}
+        | {s.to_stage for s in stored if s.id in gone and s.kind == STAGE}
+    )
+
+
 def _funnel(
-    p: Profile, wanted: Sequence[Transition], stored: Sequence[Stored], change: Changes
+    p: Profile,
+    wanted: Sequence[Transition],
+    stored: Sequence[Stored],
+    change: Changes,
+    stages: set[str],
 ) -> list[repository.FunnelEntry]:
-    """The customer's live stage entries once `change` is applied, with their touch paths'
-    credits and the amount of the order behind each (what conversion reads)."""
+    """The customer's live entries into `stages` once `change` is applied, with their touch
+    paths' credits and the amount of the order behind each (what conversion reads)."""
     paths = {t: path for t, path in change.insert}
     paths |= {t: path for _, t, path in change.update}
     amounts = {o.mark.message_id: o.amount for o in p.facts.orders}
     entries = []
     for t in wanted:
-        if t.kind != STAGE:
+        if t.kind != STAGE or t.to_stage not in stages:
             continue
         path = paths.get(t)
         if path is None:  # kept as stored

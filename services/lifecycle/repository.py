@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, event, func, select, update
+from sqlalchemy import bindparam, delete, event, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from services.lifecycle.attribution import MODELS
@@ -380,10 +380,13 @@ class FunnelEntry:
     credits: Mapping[str, tuple[float, ...]]
 
 
-def save_funnel(session: Session, customers: Iterable[str], entries: Sequence[FunnelEntry]) -> None:
-    """Replace the funnel entries of these customers."""
-    for chunk in _chunks(customers):
-        session.execute(delete(lifecycle_funnel).where(lifecycle_funnel.c.customer_id.in_(chunk)))
+def save_funnel(
+    session: Session, stale: Sequence[tuple[str, str]], entries: Sequence[FunnelEntry]
+) -> None:
+    """Drop the funnel rows (customer, stage) in `stale`, then write `entries`."""
+    f = lifecycle_funnel.c
+    for chunk in _chunks(stale):
+        session.execute(delete(lifecycle_funnel).where(tuple_(f.customer_id, f.stage).in_(chunk)))
     if entries:
         session.execute(lifecycle_funnel.insert(), [funnel_row(e) for e in entries])
 

@@ -20,6 +20,7 @@ from services.lifecycle.tables import lifecycle_outbox
 from shared.events import StageChange
 from tests.support.lifecycle import (
     day,
+    derived_funnel,
     feed,
     identify,
     order,
@@ -51,7 +52,9 @@ def stages(transitions: list[tuple]) -> list[tuple[str, object]]:  # type: ignor
 def read(db: sessionmaker[Session], any_id: str) -> dict:  # type: ignore[type-arg]
     with db() as session:
         result = state(session, any_id)
-    assert result is not None, any_id
+        assert result is not None, any_id
+        # conversion's funnel rows always equal what the stored journey implies
+        assert result["funnel"] == derived_funnel(session, result["customer_id"])
     return result
 
 

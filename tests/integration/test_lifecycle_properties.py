@@ -13,11 +13,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.lifecycle import repository
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.stages import status
 from shared.events import Touchpoint
 from shared.migrate import upgrade
-from tests.support.lifecycle import day, feed, sessions, state, touch
+from tests.support.lifecycle import (
+    day,
+    derived_funnel,
+    feed,
+    funnel_rows,
+    sessions,
+    state,
+    touch,
+)
 from tests.support.pipeline import settings_for
 
 ENGINE = build_engine(settings_for("unused:9092", "sqlite://"))
@@ -122,3 +131,8 @@ def test_any_order_duplication_or_batching_gives_the_same_state(
         feed(db, ENGINE, shuffled[:size])
         shuffled = shuffled[size:]
     assert outcome(db, one) == outcome(db, two)
+    with db() as session:  # conversion's view, kept up to date batch by batch, is the journey's
+        ids = [f"{run}-{kind}" for run in (one, two) for kind in ("user", "anon")]
+        for customer in {repository.customer_of(session, i) for i in ids} - {None}:
+            assert customer is not None
+            assert funnel_rows(session, customer) == derived_funnel(session, customer)

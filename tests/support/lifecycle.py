@@ -12,8 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.lifecycle import repository
+from services.lifecycle.attribution import credits
 from services.lifecycle.handlers import LifecycleEngine
-from services.lifecycle.tables import lifecycle_customers
+from services.lifecycle.journey import decode_path
+from services.lifecycle.repository import FunnelEntry, funnel_row
+from services.lifecycle.tables import lifecycle_customers, lifecycle_funnel, lifecycle_orders
 from shared.db import make_engine, make_session_factory, mark_processed
 from shared.events import Touchpoint
 
@@ -132,4 +135,43 @@ def state(session: Session, any_id: str) -> dict[str, Any] | None:
         ],
         key=lambda t: (t[3], t[0], t[2]),
     )
+    values["funnel"] = funnel_rows(session, customer)
     return values
+
+
+def funnel_rows(session: Session, customer: str) -> list[tuple[Any, ...]]:
+    """The customer's funnel rows as stored (credits rounded)."""
+    rows = session.execute(
+        select(lifecycle_funnel).where(lifecycle_funnel.c.customer_id == customer)
+    ).all()
+    return sorted(tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in rows)
+
+
+def derived_funnel(session: Session, customer: str) -> list[tuple[Any, ...]]:
+    """The funnel rows recomputed from the customer's stored journey: live stage entries (after
+    the latest reset) with their paths' credits and their orders' amounts."""
+    row = session.execute(
+        select(lifecycle_customers.c.reset_at).where(lifecycle_customers.c.customer_id == customer)
+    ).one()
+    amounts = {
+        o.message_id: o.amount
+        for o in session.execute(
+            select(lifecycle_orders).where(lifecycle_orders.c.customer_id == customer)
+        )
+    }
+    entries = [
+        FunnelEntry(
+            customer_id=customer,
+            stage=t.to_stage,
+            at=t.at,
+            channel=t.channel or "other",
+            value=amounts.get(t.message_id, 0.0),
+            credits=credits(decode_path(t.touch_path), t.at),
+        )
+        for t in repository.journey(session, customer)
+        if t.kind == "stage" and (row.reset_at is None or t.at > row.reset_at)
+    ]
+    return sorted(
+        tuple(round(v, 9) if isinstance(v, float) else v for v in funnel_row(e).values())
+        for e in entries
+    )
