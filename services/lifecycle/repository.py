@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, event, func, select, tuple_, update
+from sqlalchemy import bindparam, delete, event, func, select, update
 from sqlalchemy.orm import Session
 
 from services.lifecycle.attribution import MODELS
@@ -385,8 +385,13 @@ def save_funnel(
 ) -> None:
     """Drop the funnel rows (customer, stage) in `stale`, then write `entries`."""
     f = lifecycle_funnel.c
-    for chunk in _chunks(stale):
-        session.execute(delete(lifecycle_funnel).where(tuple_(f.customer_id, f.stage).in_(chunk)))
+    if stale:  # by primary key, row by row (SQLite scans the table for a row-value IN list)
+        session.execute(
+            delete(lifecycle_funnel).where(
+                f.customer_id == bindparam("stale_customer"), f.stage == bindparam("stale_stage")
+            ),
+            [{"stale_customer": c, "stale_stage": s} for c, s in stale],
+        )
     if entries:
         session.execute(lifecycle_funnel.insert(), [funnel_row(e) for e in entries])
 
