@@ -52,7 +52,9 @@ def upgrade() -> None:
         sqlite_with_rowid=False,
     )
     op.create_index(
-        "ix_lifecycle_funnel_stage", "lifecycle_funnel", ["stage", "entered_at", "channel"]
+        "ix_lifecycle_funnel_stage",
+        "lifecycle_funnel",
+        ["stage", "entered_at", "channel", "customer_id"],
     )
     _fill_funnel(funnel)
 

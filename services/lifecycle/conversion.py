@@ -45,6 +45,9 @@ _SQLITE = {
     "touch_channel": "json_extract(j.value, '$[1]')",
     "age_days": "(julianday(c.at) - julianday(json_extract(j.value, '$[0]')))",
     "week": "date({column}, 'weekday 0', '-6 days')",
+    # a primary-key lookup per entry (SQLite always joins by nested loop)
+    "to_entry": """JOIN lifecycle_funnel t
+      ON t.customer_id = e.customer_id AND t.stage = :to_stage AND t.entered_at >= e.entered_at""",
 }
 _POSTGRES = {
     "seconds": "EXTRACT(EPOCH FROM ({later} - {earlier}))::float8",
@@ -55,6 +58,13 @@ _POSTGRES = {
     "touch_channel": "(j.value ->> 1)",
     "age_days": "EXTRACT(EPOCH FROM (c.at - (j.value ->> 0)::timestamptz))::float8 / 86400.0",
     "week": "to_char(date_trunc('week', {column} AT TIME ZONE 'UTC'), 'YYYY-MM-DD')",
+    # LATERAL .. LIMIT 1 (a row per primary key anyway) keeps it a primary-key lookup per entry:
+    # otherwise the planner hashes the whole stage (a sequential scan of the funnel)
+    "to_entry": """CROSS JOIN LATERAL (
+        SELECT f.* FROM lifecycle_funnel f
+        WHERE f.customer_id = e.customer_id AND f.stage = :to_stage AND f.entered_at >= e.entered_at
+        LIMIT 1
+    ) t""",
 }
 
 # Raw credit of a touch at position rn of n (oldest first); ties are averaged afterwards.
@@ -80,9 +90,7 @@ WITH entered AS MATERIALIZED (
 converted AS MATERIALIZED (
     SELECT e.customer_id, e.channel AS entry_channel, e.entered_at, t.entered_at AS at,
            t.value{credit_columns}
-    FROM entered e
-    JOIN lifecycle_funnel t
-      ON t.customer_id = e.customer_id AND t.stage = :to_stage AND t.entered_at >= e.entered_at
+    FROM entered e {to_entry}
 )
 """
 
@@ -199,6 +207,13 @@ def _sql(session: Session, template: str, **fragments: str) -> Any:
     )
 
 
+def _without_jit(session: Session) -> None:
+    """PostgreSQL's JIT compiles these queries (their estimated cost is high) for longer (~0.7 s
+    at 1M customers) than they take to run: off for this transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL jit = off"))
+
+
 def conversion(
     session: Session,
     *,
@@ -219,6 +234,7 @@ def conversion(
         raise ValueError(f"unknown attribution model {model!r}; one of {', '.join(MODELS)}")
     params = {"from_stage": from_stage, "to_stage": to_stage, "since": since, "until": until}
     rows = {c: ChannelConversion(c) for c in (*CHANNELS, ALL)}
+    _without_jit(session)
     stored = lookback_days >= recorded_lookback_days
     columns = {c: credit_column(model, c) for c in CHANNELS}
     report = _sql(
@@ -271,6 +287,7 @@ def conversion(
 
 def cohorts(session: Session, *, since: datetime, until: datetime) -> list[Cohort]:
     """Customers acquired per (week, first-touch channel) and how many ever entered each stage."""
+    _without_jit(session)
     found: dict[tuple[str, str], Cohort] = {}
     rows = session.execute(_sql(session, _COHORTS), {"since": since, "until": until})
     for week, channel, stage, count in rows:

@@ -127,7 +127,7 @@ lifecycle_funnel = Table(
         for model in MODELS
         for channel in CHANNELS
     ),
-    Index(None, "stage", "entered_at", "channel"),  # entries in a window, without the table
+    Index(None, "stage", "entered_at", "channel", "customer_id"),  # a window's entries, index only
     sqlite_with_rowid=False,
 )
 
