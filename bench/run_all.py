@@ -3,7 +3,12 @@
 import subprocess
 import sys
 
-BENCHMARKS = [["bench.ingest"], ["bench.lifecycle", "--postgres"], ["bench.scoring", "--postgres"]]
+BENCHMARKS = [
+    ["bench.ingest"],
+    ["bench.lifecycle", "--postgres"],
+    ["bench.scoring", "--postgres"],
+    ["bench.conversion", "--postgres"],
+]
 
 
 def main() -> int:
