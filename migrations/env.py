@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-import services.lifecycle.tables
-import services.scoring.tables  # noqa: F401  (register every table on the shared metadata)
+import shared.privacy  # noqa: F401  (register every table on the shared metadata)
 from shared.db import make_engine, metadata
 from shared.settings import Settings
 

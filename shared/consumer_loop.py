@@ -1,8 +1,9 @@
 """THE consumer loop every Touchline consumer runs.
 
-poll a batch -> one DB transaction: atomic processed-message insert per event, apply the new ones
--> DB commit -> then commit Kafka offsets. A crash anywhere replays from the last committed offset
-and the processed table drops what was already applied, so every event counts exactly once.
+poll a batch -> one DB transaction: atomic processed-message insert per event, drop the events of
+erased (suppressed) ids, apply the new ones -> DB commit -> then commit Kafka offsets. A crash
+anywhere replays from the last committed offset and the processed table drops what was already
+applied, so every event counts exactly once.
 Poison messages (undecodable, or failing the handler repeatedly) go to `<topic>.dlq`.
 """
 
@@ -19,8 +20,8 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import metrics
-from shared.db import mark_processed
+from shared import metrics, privacy
+from shared.db import forget_processed, mark_processed
 from shared.events import DeadLetter, Touchpoint, dlq
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, Record, Subscription
 
@@ -40,6 +41,7 @@ class LoopStats:
     applied: int = 0
     by_channel: Counter[str] = field(default_factory=Counter)  # applied events per channel
     duplicates: int = 0
+    suppressed: int = 0  # events of erased customers, dropped
     dead_lettered: int = 0
     healthy: bool = True
     last_error: str | None = None
@@ -116,12 +118,12 @@ class ConsumerLoop:
             except (ValidationError, ValueError) as exc:
                 dead.append(self._dead_letter(record, f"undecodable: {exc}"))
         try:
-            applied, duplicates = self._apply(events)
+            applied, duplicates, suppressed = self._apply(events)
         except Exception as exc:
             if _is_infrastructure_error(exc):
                 raise
             log.warning("batch failed, isolating the poison message: %s", type(exc).__name__)
-            applied, duplicates, poison = self._apply_one_by_one(events)
+            applied, duplicates, suppressed, poison = self._apply_one_by_one(events)
             dead.extend(poison)
         if dead:
             self._dead_letters.publish(
@@ -133,6 +135,7 @@ class ConsumerLoop:
         for outcome, count in (
             ("applied", len(applied)),
             ("duplicate", duplicates),
+            ("suppressed", suppressed),
             ("dead_lettered", len(dead)),
         ):
             metrics.CONSUMED.labels(self.name, outcome).inc(count)
@@ -140,6 +143,7 @@ class ConsumerLoop:
             self.stats.batches += 1
             self.stats.applied += len(applied)
             self.stats.duplicates += duplicates
+            self.stats.suppressed += suppressed
             self.stats.by_channel.update(e.channel for e in applied)
             self.stats.dead_lettered += len(dead)
             self.stats.healthy = True
@@ -147,40 +151,53 @@ class ConsumerLoop:
             self.stats.last_batch_size = len(records)
             self.stats.last_batch_seconds = elapsed
 
-    def _apply(self, events: Sequence[tuple[Record, Touchpoint]]) -> tuple[list[Touchpoint], int]:
-        """One transaction for the whole batch; returns the applied events and how many were
-        duplicates."""
+    def _apply(
+        self, events: Sequence[tuple[Record, Touchpoint]]
+    ) -> tuple[list[Touchpoint], int, int]:
+        """One transaction for the whole batch; returns the applied events, how many were
+        duplicates and how many belonged to erased (suppressed) customers."""
         if not events:
-            return [], 0
+            return [], 0, 0
         with self._sessions.begin() as session:
-            new_ids = mark_processed(session, self.name, (e.message_id for _, e in events))
+            # The processed-message insert comes first: it is the transaction's first write.
+            new_ids = mark_processed(
+                session,
+                self.name,
+                ((e.message_id, privacy.id_hash(e.customer_key)) for _, e in events),
+            )
             fresh: list[Touchpoint] = []
             for _, event in events:
                 if event.message_id in new_ids:
                     new_ids.discard(event.message_id)  # a duplicate inside the batch counts once
                     fresh.append(event)
-            self._handler(session, fresh)
-        return fresh, len(events) - len(fresh)
+            allowed = privacy.unsuppressed(session, self.name, fresh)
+            if len(allowed) < len(fresh):
+                kept = {e.message_id for e in allowed}
+                forget_processed(
+                    session, self.name, [e.message_id for e in fresh if e.message_id not in kept]
+                )
+            self._handler(session, allowed)
+        return allowed, len(events) - len(fresh), len(fresh) - len(allowed)
 
     def _apply_one_by_one(
         self, events: Sequence[tuple[Record, Touchpoint]]
-    ) -> tuple[list[Touchpoint], int, list[DeadLetter]]:
+    ) -> tuple[list[Touchpoint], int, int, list[DeadLetter]]:
         applied: list[Touchpoint] = []
-        duplicates = 0
+        duplicates = suppressed = 0
         poison: list[DeadLetter] = []
         for record, event in events:
             for attempt in range(1, self._max_attempts + 1):
                 try:
-                    a, d = self._apply([(record, event)])
+                    a, d, s = self._apply([(record, event)])
                 except Exception as exc:
                     if _is_infrastructure_error(exc):
                         raise
                     if attempt == self._max_attempts:
                         poison.append(self._dead_letter(record, f"{type(exc).__name__}: {exc}"))
                     continue
-                applied, duplicates = applied + a, duplicates + d
+                applied, duplicates, suppressed = applied + a, duplicates + d, suppressed + s
                 break
-        return applied, duplicates, poison
+        return applied, duplicates, suppressed, poison
 
     def _dead_letter(self, record: Record, error: str) -> DeadLetter:
         # The error text can quote payload values (PII), so it goes to the DLQ, not to the log.

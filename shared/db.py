@@ -3,7 +3,7 @@ sessions, and the processed-message table that makes every consumer exactly-once
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
     create_engine,
+    delete,
     event,
     text,
 )
@@ -83,6 +84,8 @@ processed_messages = Table(
     Column("consumer", String(64), primary_key=True),
     Column("message_id", String(128), primary_key=True),
     Column("processed_at", UTCDateTime(), nullable=False),
+    # Hash of the event's customer key (shared.privacy.id_hash): what an erasure deletes by.
+    Column("customer_hash", String(32)),
 )
 
 
@@ -137,17 +140,23 @@ def upsert_into(session: Session, table: Table) -> Any:
     return insert(table)
 
 
-def mark_processed(session: Session, consumer: str, message_ids: Iterable[str]) -> set[str]:
-    """Atomically record message ids as processed by `consumer`; return those that were new.
+def mark_processed(
+    session: Session, consumer: str, messages: Iterable[tuple[str, str]]
+) -> set[str]:
+    """Atomically record (message id, customer hash) pairs as processed by `consumer`; return the
+    message ids that were new.
 
     One `INSERT .. ON CONFLICT DO NOTHING RETURNING` per batch: ids already present (a replay
     or a duplicate delivery) are not returned, so their events are skipped. Never check-then-insert.
     """
-    ids = list(dict.fromkeys(message_ids))
-    if not ids:
+    hashes = dict(messages)  # a message id twice in a batch: one row
+    if not hashes:
         return set()
     now = datetime.now(UTC)
-    rows = [{"consumer": consumer, "message_id": m, "processed_at": now} for m in ids]
+    rows = [
+        {"consumer": consumer, "message_id": m, "processed_at": now, "customer_hash": h}
+        for m, h in hashes.items()
+    ]
     # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")
     # from one cached statement; conflicting (already processed) ids return no row.
     stmt = (
@@ -156,3 +165,13 @@ def mark_processed(session: Session, consumer: str, message_ids: Iterable[str]) 
         .returning(processed_messages.c.message_id)
     )
     return set(session.execute(stmt, rows).scalars())
+
+
+def forget_processed(session: Session, consumer: str, message_ids: Sequence[str]) -> None:
+    """Remove processed-message records (of events that were dropped after all)."""
+    p = processed_messages.c
+    for start in range(0, len(message_ids), 500):
+        chunk = message_ids[start : start + 500]
+        session.execute(
+            delete(processed_messages).where(p.consumer == consumer, p.message_id.in_(chunk))
+        )

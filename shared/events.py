@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 TOUCHPOINTS = "touchpoints.v1"
 REJECTED = "touchpoints.rejected.v1"
 STAGE_CHANGES = "lifecycle.stage-changes.v1"
+ERASURES = "privacy.erasures.v1"  # GDPR erasures: every service erases, ingest suppresses
+# The erasures are the suppression list: compacted (every key is unique), never expired.
+TOPIC_CONFIGS = {ERASURES: {"cleanup.policy": "compact"}}
 
 # Segment e-commerce spec: the purchase events every consumer reads.
 ORDER_COMPLETED = "Order Completed"
@@ -28,7 +31,7 @@ def dlq(topic: str) -> str:
 
 def all_topics() -> list[str]:
     """Every topic the embedded stack creates, dead-letter topics included."""
-    main = [TOUCHPOINTS, REJECTED, STAGE_CHANGES]
+    main = [TOUCHPOINTS, REJECTED, STAGE_CHANGES, ERASURES]
     return main + [dlq(t) for t in main]
 
 
@@ -144,6 +147,28 @@ class StageChange(BaseModel):
     channel: str | None  # the channel of the triggering touch (last-touch credit)
     message_id: str | None  # the triggering message
     recorded_at: datetime
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class Erasure(BaseModel):
+    """A GDPR erasure on `privacy.erasures.v1`: every service erases what it holds for these ids
+    and drops their events from then on; ingest rejects new events for them.
+
+    Published by `DELETE /v1/customers/{id}` (lifecycle: the customer and every id merged into it;
+    scoring: the id given) and again by lifecycle when it finds ids merged with the requested ones.
+    Applying one twice changes nothing. The topic is the suppression list, so it keeps the ids
+    (nothing else about the person).
+    """
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    schema_version: Literal[1] = Field(default=1, alias="schema")
+    erasure_id: str
+    ids: list[str] = Field(min_length=1)
+    requested_at: datetime
+    origin: str  # the service that published it
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()

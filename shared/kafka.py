@@ -19,6 +19,8 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from shared.events import TOPIC_CONFIGS
+
 log = logging.getLogger(__name__)
 
 
@@ -205,12 +207,56 @@ class Subscription:
         self._consumer.close(autocommit=False)
 
 
+class TopicReader:
+    """Reads every partition of one topic from its beginning, with no consumer group (each reader
+    sees the whole topic): for state built from a topic, like ingest's suppression list."""
+
+    def __init__(self, bootstrap: str, topic: str, *, client_id: str) -> None:
+        self._topic = topic
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            request_timeout_ms=10_000,
+        )
+        self._end: dict[TopicPartition, int] | None = None
+
+    def poll(self, timeout_ms: int) -> list[bytes]:
+        """The next values; assigns the topic's partitions once the topic exists."""
+        if not self._consumer.assignment():
+            partitions = self._consumer.partitions_for_topic(self._topic)
+            if not partitions:
+                self._end = {}  # no topic yet: nothing was ever written to it
+                time.sleep(timeout_ms / 1000)
+                return []
+            assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+            self._consumer.assign(assigned)
+            self._consumer.seek_to_beginning(*assigned)
+            self._end = self._consumer.end_offsets(assigned)
+        batches = self._consumer.poll(timeout_ms=timeout_ms)
+        return [m.value for messages in batches.values() for m in messages]
+
+    def caught_up(self) -> bool:
+        """True once everything that was on the topic when it was first read has been read."""
+        if self._end is None:
+            return False
+        return all(self._consumer.position(tp) >= end for tp, end in self._end.items())
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
 def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
     """Create the topics that do not exist yet (replication factor 1 is fine only in dev)."""
     admin = _admin(bootstrap)
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        new = [
+            NewTopic(t, partitions, 1, topic_configs=TOPIC_CONFIGS.get(t, {}))
+            for t in topics
+            if t not in existing
+        ]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)

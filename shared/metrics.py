@@ -33,7 +33,8 @@ PRODUCE_SECONDS = Histogram(
 )
 CONSUMED = Counter(
     "touchline_consumer_events",
-    "Events a consumer finished: applied, duplicate (already applied) or dead_lettered",
+    "Events a consumer finished: applied, duplicate (already applied), suppressed (of an erased "
+    "customer) or dead_lettered",
     ["consumer", "outcome"],
 )
 BATCH_SIZE = Histogram(

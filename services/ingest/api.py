@@ -6,6 +6,7 @@ rejected rows) go to the broker in one produce round; 200 only once the broker a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -35,6 +36,7 @@ from shared import metrics
 from shared.api import health_router
 from shared.events import REJECTED, TOUCHPOINTS, RejectedEvent
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, broker_reachable
+from shared.privacy import SuppressionList
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
 SINGLE_CALLS = ("track", "identify", "page", "screen", "group", "alias")
+SUPPRESSED = "events for this id are suppressed: the customer was erased"
 
 
 def _error(status: int, detail: str, retry_after: str | None = None) -> HTTPException:
@@ -88,11 +91,15 @@ def _write_key(request: Request, payload: Mapping[str, Any]) -> str | None:
 
 
 class Ingest:
-    """What one ingest process holds: settings, the normaliser, the limiter and the publisher."""
+    """What one ingest process holds: settings, the normaliser, the limiter, the publisher and the
+    suppression list of erased ids."""
 
-    def __init__(self, settings: Settings, publisher: Publisher) -> None:
+    def __init__(
+        self, settings: Settings, publisher: Publisher, suppressions: SuppressionList
+    ) -> None:
         self.settings = settings
         self.publisher = publisher
+        self.suppressions = suppressions
         self.normaliser = Normaliser(ChannelClassifier.from_file())
         self.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
 
@@ -107,6 +114,9 @@ class Ingest:
                 detail="missing or unknown write key (HTTP Basic username or body writeKey)",
                 headers={"WWW-Authenticate": 'Basic realm="touchline"'},
             )
+        if not self.suppressions.ready:
+            detail = "the list of erased customers is not loaded yet (broker unavailable?); retry"
+            raise _error(503, detail, "5")
         if kind is None:
             items = payload.get("batch")
             if not isinstance(items, list):
@@ -159,6 +169,12 @@ class Ingest:
                 )
                 messages.append(OutgoingMessage(REJECTED, None, row.to_json()))
                 continue
+            if self.suppressions.suppressed(touchpoint):
+                # Rejected but not recorded anywhere: the person asked for their data to be erased.
+                single_error = Rejected(SUPPRESSED, 403)
+                message_id = raw.get("messageId") if isinstance(raw.get("messageId"), str) else None
+                rejected.append(RejectedItem(index=index, messageId=message_id, reason=SUPPRESSED))
+                continue
             messages.append(
                 OutgoingMessage(TOUCHPOINTS, touchpoint.customer_key, touchpoint.to_json())
             )
@@ -188,11 +204,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         publisher = Publisher(
             settings.kafka_bootstrap, client_id="ingest", timeout_s=settings.produce_timeout_s
         )
-        app.state.ingest = Ingest(settings, publisher)
+        suppressions = SuppressionList(settings.kafka_bootstrap)
+        suppressions.start()
+        # Serve once the erased ids are known (or after a bounded wait: then answer 503 until).
+        await asyncio.to_thread(suppressions.wait_ready, 10.0)
+        app.state.ingest = Ingest(settings, publisher, suppressions)
         try:
             yield
         finally:
             await run_in_threadpool(publisher.close)
+            await run_in_threadpool(suppressions.stop)
 
     app = FastAPI(
         title="Touchline ingest",
@@ -211,7 +232,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=86400,
     )
     app.include_router(
-        health_router(lambda request: {"broker": broker_reachable(settings.kafka_bootstrap)})
+        health_router(
+            lambda request: {
+                "broker": broker_reachable(settings.kafka_bootstrap),
+                "suppressions": request.app.state.ingest.suppressions.ready,
+            }
+        )
     )
 
     def add_route(path: str, kind: str | None, historical: bool, model: type[Any]) -> None:

@@ -12,13 +12,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from services.lifecycle import dashboard, ops_api, repository
+from services.lifecycle import dashboard, erasure, ops_api, repository
+from services.lifecycle.consumer import WORKERS
 from services.lifecycle.handlers import LifecycleEngine, UnknownCustomer, build_engine
 from services.lifecycle.journey import REACTIVATED, RESET, STAGE, decode_path
-from services.lifecycle.outbox import relay
 from services.lifecycle.stages import status
 from services.lifecycle.tables import lifecycle_customers, lifecycle_transitions
 from shared.api import AdminAccess, ReadAccess
+from shared.privacy import ErasureReport
 from shared.service_app import DbSession, WriteSession, create_consumer_app
 from shared.settings import Settings
 
@@ -273,6 +274,15 @@ def reset_customer(
     return get_customer(customer_id, request, session)
 
 
+@admin.delete("/customers/{customer_id}", response_model=ErasureReport)
+def erase_customer(customer_id: str, session: WriteSession) -> ErasureReport:
+    """GDPR erasure: the customer this id belongs to, every id merged into it and all that is
+    stored about them are deleted, and the ids are suppressed: their events are dropped from now
+    on, here, in scoring (which erases the same ids) and at ingest. Erasing again (or an id never
+    seen) deletes nothing more and still suppresses the id."""
+    return erasure.erase(session, [customer_id], announce=True)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     engine = build_engine(settings)  # a bad stage model file fails here, at start
@@ -282,7 +292,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Touchline lifecycle",
         handler=engine.apply,
         routers=[reads, admin, ops_api.router, dashboard.reads, dashboard.pages],
-        workers=[relay],
+        workers=WORKERS,
     )
     app.state.engine = engine
     return app

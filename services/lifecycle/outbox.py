@@ -1,4 +1,5 @@
-"""The outbox relay: publishes committed transitions to `lifecycle.stage-changes.v1`.
+"""The outbox relay: publishes committed transitions to `lifecycle.stage-changes.v1` (and the
+erasures lifecycle passes on to `privacy.erasures.v1`).
 
 Transitions are written to `lifecycle_outbox` in the same transaction as the journey, so nothing
 uncommitted is ever published. The relay takes the oldest rows out of the outbox and publishes
@@ -17,7 +18,6 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.lifecycle.tables import lifecycle_outbox
-from shared.events import STAGE_CHANGES
 from shared.kafka import OutgoingMessage, Publisher
 from shared.runtime import ConsumerService
 
@@ -35,12 +35,12 @@ def relay_once(sessions: sessionmaker[Session], publisher: Publisher) -> int:
         rows = session.execute(
             delete(lifecycle_outbox)
             .where(box.id.in_(oldest))
-            .returning(box.id, box.key, box.payload)
+            .returning(box.id, box.topic, box.key, box.payload)
         ).all()
         if rows:
             publisher.publish(
                 [
-                    OutgoingMessage(STAGE_CHANGES, row.key, row.payload.encode())
+                    OutgoingMessage(row.topic, row.key, row.payload.encode())
                     for row in sorted(rows, key=lambda r: r.id)
                 ]
             )

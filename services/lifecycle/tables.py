@@ -20,7 +20,7 @@ from sqlalchemy import (
 
 from services.lifecycle.attribution import MODELS
 from shared.db import UTCDateTime, metadata
-from shared.events import Channel
+from shared.events import STAGE_CHANGES, Channel
 
 ID = 255
 
@@ -138,4 +138,5 @@ lifecycle_outbox = Table(
     Column("key", String(ID), nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("topic", String(64), nullable=False, server_default=STAGE_CHANGES),
 )

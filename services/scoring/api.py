@@ -10,13 +10,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from services.scoring import handlers, repository
+from services.scoring import erasure, handlers, repository
 from services.scoring.counters import Counters
 from services.scoring.model import Models, customer_value, refit, value_by_channel
 from services.scoring.repository import COUNTER_COLUMNS
 from services.scoring.rfm import RfmValues, rfm_scores, score
 from services.scoring.segments import SegmentMap
+from shared import privacy
 from shared.api import AdminAccess, ReadAccess
+from shared.kafka import BrokerUnavailable, Publisher
+from shared.privacy import ErasureReport, erasure_worker
 from shared.runtime import ConsumerService
 from shared.service_app import DbSession, WriteSession, create_consumer_app
 from shared.settings import Settings
@@ -283,6 +286,29 @@ def post_refit(
     return _model_info(row)
 
 
+@admin.delete("/customers/{customer_id}", response_model=ErasureReport)
+def erase_customer(customer_id: str, request: Request) -> ErasureReport:
+    """GDPR erasure of this id's scores and purchases; the id is suppressed here and the erasure
+    is published, so ingest rejects its events and lifecycle erases the customer it belongs to
+    (and passes every merged id back here). 503 if the broker is down: the local erasure stands,
+    call again. Prefer lifecycle's DELETE, which knows the merged ids from the start."""
+    service: ConsumerService = request.app.state.service
+    with service.sessions.begin() as session:
+        report = erasure.erase(session, [customer_id])
+    settings = service.settings
+    publisher = Publisher(
+        settings.kafka_bootstrap, client_id="scoring-erasure", timeout_s=settings.produce_timeout_s
+    )
+    try:
+        publisher.publish([privacy.erasure(report.ids, origin=erasure.CONSUMER)])
+    except BrokerUnavailable:
+        detail = "erased here, but the broker is unavailable to pass the erasure on; retry"
+        raise HTTPException(503, detail=detail, headers={"Retry-After": "5"}) from None
+    finally:
+        publisher.close()
+    return report.model_copy(update={"published": True})
+
+
 def scheduled_refit(service: ConsumerService, stop: threading.Event) -> None:
     """Refit every `refit_interval_s` seconds (0 turns the schedule off)."""
     interval = service.settings.refit_interval_s
@@ -302,7 +328,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Touchline scoring",
         handler=handlers.apply,
         routers=[reads, admin],
-        workers=[scheduled_refit],
+        workers=[scheduled_refit, erasure_worker(erasure.erase_from_topic)],
     )
     app.state.segments = SegmentMap.from_file()
     return app

@@ -3,14 +3,22 @@
 import sys
 
 from services.scoring import handlers
+from services.scoring.erasure import erase_from_topic
 from shared.logs import configure_logging
+from shared.privacy import erasure_worker
 from shared.runtime import ConsumerService, run_until_signalled
 from shared.settings import Settings
 
 
 def main() -> int:
     configure_logging("scoring-consumer")
-    return run_until_signalled(ConsumerService(Settings(), name="scoring", handler=handlers.apply))
+    service = ConsumerService(
+        Settings(),
+        name="scoring",
+        handler=handlers.apply,
+        workers=[erasure_worker(erase_from_topic)],
+    )
+    return run_until_signalled(service)
 
 
 if __name__ == "__main__":

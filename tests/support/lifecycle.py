@@ -107,7 +107,7 @@ def feed(
 ) -> None:
     """Apply one batch as the consumer loop does: processed-message dedup, then the handler."""
     with factory.begin() as session:
-        new = mark_processed(session, "lifecycle", [e.message_id for e in batch])
+        new = mark_processed(session, "lifecycle", [(e.message_id, "") for e in batch])
         fresh, seen = [], set()
         for event in batch:
             if event.message_id in new and event.message_id not in seen:

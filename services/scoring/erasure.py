@@ -1,0 +1,37 @@
+"""GDPR erasure in the scoring service: the ids' counters, orders and purchase days, their place
+in the RFM population and their processed-message records; the ids are suppressed from then on
+(shared.privacy). Scoring knows no identity merges: lifecycle's erasure names every merged id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from services.scoring import repository
+from services.scoring.rfm import RfmValues, population_deltas
+from services.scoring.tables import scoring_customers, scoring_days, scoring_orders
+from shared import privacy
+from shared.events import Erasure
+from shared.privacy import ErasureReport
+
+CONSUMER = "scoring"
+
+
+def erase(session: Session, requested: Iterable[str]) -> ErasureReport:
+    ids = sorted(set(requested))
+    processed = privacy.suppress(session, CONSUMER, ids)  # the first write: takes the lock
+    book = repository.load_book(session, {(i, "") for i in ids}, set())
+    leaving = [(RfmValues.of(counters), None) for counters in book.counters.values()]
+    repository.add_to_population(session, population_deltas(leaving))
+    deleted = {"processed_messages": processed}
+    for table in (scoring_orders, scoring_days, scoring_customers):
+        result = session.execute(delete(table).where(table.c.customer_id.in_(ids)))
+        deleted[table.name] = int(result.rowcount)  # type: ignore[attr-defined]
+    return ErasureReport(ids=ids, deleted_rows=deleted, published=False)
+
+
+def erase_from_topic(session: Session, message: Erasure) -> None:
+    """The erasure worker's eraser."""
+    erase(session, message.ids)

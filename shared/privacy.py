@@ -1,0 +1,241 @@
+"""GDPR erasure and suppression, the same in every service.
+
+An erasure (`privacy.erasures.v1`) names ids. Each consuming service deletes what it holds for
+them, forgets its processed-message records of their events, and adds the ids to its
+suppression list; from then on its consumer loop drops their events (late ones, replays,
+duplicates) before recording anything. Ingest reads the whole topic and rejects new events for
+those ids. Ids are kept only as truncated SHA-256 hashes in the database.
+
+On PostgreSQL an erasure takes an exclusive advisory lock and every consumer batch a shared one
+before it checks the list, so no batch can write an id that an erasure committed meanwhile.
+SQLite runs one writer at a time, and both start with a write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Column, String, Table, delete, select, text
+from sqlalchemy.orm import Session
+
+from shared.db import UTCDateTime, metadata, processed_messages, upsert_into
+from shared.events import ERASURES, DeadLetter, Erasure, Touchpoint, dlq
+from shared.kafka import OutgoingMessage, Publisher, Subscription, TopicReader
+
+if TYPE_CHECKING:
+    from shared.runtime import ConsumerService, Worker
+
+log = logging.getLogger(__name__)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("id_hash", String(32), primary_key=True),
+    Column("suppressed_at", UTCDateTime(), nullable=False),
+)
+
+_LOCK_KEY = 7_541_893_201  # the advisory lock erasures and consumer batches share (PostgreSQL)
+
+
+def id_hash(any_id: str) -> str:
+    """What the database keeps of an id: 128 bits of its SHA-256, in hex."""
+    return hashlib.sha256(any_id.encode()).hexdigest()[:32]
+
+
+def event_ids(event: Touchpoint) -> list[str]:
+    return [i for i in (event.user_id, event.anonymous_id, event.previous_id) if i]
+
+
+def _lock(session: Session, *, exclusive: bool) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        session.execute(text(f"SELECT {function}(:key)"), {"key": _LOCK_KEY})
+
+
+def unsuppressed(session: Session, consumer: str, events: Sequence[Touchpoint]) -> list[Touchpoint]:
+    """The events none of whose ids `consumer` suppresses. Holds the shared erasure lock until the
+    transaction ends (PostgreSQL), so the check stays true while the batch writes."""
+    if not events:
+        return []
+    _lock(session, exclusive=False)
+    hashes = {id_hash(i) for e in events for i in event_ids(e)}
+    s = suppressions.c
+    found = set(
+        session.scalars(
+            select(s.id_hash).where(s.consumer == consumer, s.id_hash.in_(sorted(hashes)))
+        )
+    )
+    if not found:
+        return list(events)
+    return [e for e in events if not any(id_hash(i) in found for i in event_ids(e))]
+
+
+def suppress(session: Session, consumer: str, ids: Iterable[str]) -> int:
+    """Add ids to `consumer`'s suppression list and delete its processed-message records of their
+    events; returns how many such records there were. Takes the exclusive erasure lock first."""
+    _lock(session, exclusive=True)
+    hashes = sorted({id_hash(i) for i in ids})
+    if not hashes:
+        return 0
+    now = datetime.now(UTC)
+    session.execute(
+        upsert_into(session, suppressions).on_conflict_do_nothing(),
+        [{"consumer": consumer, "id_hash": h, "suppressed_at": now} for h in hashes],
+    )
+    p = processed_messages.c
+    result = session.execute(
+        delete(processed_messages).where(p.consumer == consumer, p.customer_hash.in_(hashes))
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def erasure(ids: Iterable[str], origin: str) -> OutgoingMessage:
+    """The message that erases these ids everywhere, keyed by its own id: a compacted topic then
+    keeps every erasure (a key per id could let a later, smaller erasure replace a larger one)."""
+    message = Erasure(
+        erasure_id=uuid.uuid4().hex,
+        ids=sorted(set(ids)),
+        requested_at=datetime.now(UTC),
+        origin=origin,
+    )
+    return OutgoingMessage(ERASURES, message.erasure_id, message.to_json())
+
+
+Eraser = Callable[[Session, Erasure], object]
+"""A service's erasure of everything it holds for an erasure's ids (idempotent; never commits)."""
+
+
+def erasure_worker(erase: Eraser) -> Worker:
+    """A service worker applying `privacy.erasures.v1` in its own consumer group: one transaction
+    per erasure, offsets committed after; unreadable messages go to the topic's dead letters."""
+
+    def run(service: ConsumerService, stop: threading.Event) -> None:
+        settings = service.settings
+        publisher = Publisher(
+            settings.kafka_bootstrap,
+            client_id=f"{service.name}-erasures",
+            timeout_s=settings.produce_timeout_s,
+        )
+        backoff = 0.2
+        try:
+            while not stop.is_set():
+                try:
+                    _apply_erasures(service, erase, publisher, stop)
+                except Exception as exc:
+                    # Database or broker down: nothing was committed, start again after a pause.
+                    reason = type(exc).__name__  # not the text: it can quote ids
+                    log.warning("erasures for %s will be retried: %s", service.name, reason)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            publisher.close()
+
+    return run
+
+
+def _apply_erasures(
+    service: ConsumerService, erase: Eraser, publisher: Publisher, stop: threading.Event
+) -> None:
+    subscription = Subscription(
+        service.settings.kafka_bootstrap,
+        group_id=f"{service.name}-erasures",
+        topics=[ERASURES],
+        max_poll_interval_ms=service.settings.max_poll_interval_ms,
+    )
+    try:
+        while not stop.is_set():
+            records = subscription.poll(max_records=100, timeout_ms=500)
+            for record in records:
+                try:
+                    message = Erasure.model_validate_json(record.value)
+                except ValueError as exc:
+                    log.error("dead-lettering unreadable erasure at offset %d", record.offset)
+                    dead = DeadLetter(
+                        consumer=f"{service.name}-erasures",
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        error=f"undecodable: {exc}"[:2000],
+                        key=record.key.decode("utf-8", "replace") if record.key else None,
+                        value=record.value.decode("utf-8", "replace"),
+                    )
+                    publisher.publish([OutgoingMessage(dlq(ERASURES), dead.key, dead.to_json())])
+                    continue
+                with service.sessions.begin() as session:
+                    erase(session, message)
+            subscription.commit(records)
+    finally:
+        subscription.close()
+
+
+class SuppressionList:
+    """Ingest's view of every id ever erased: read from `privacy.erasures.v1` in a background
+    thread. `ready` once everything on the topic at start has been read."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self._hashes: set[str] = set()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="suppressions", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        return self._ready.wait(timeout_s)
+
+    def suppressed(self, event: Touchpoint) -> bool:
+        return any(id_hash(i) in self._hashes for i in event_ids(event))
+
+    def add(self, value: bytes) -> None:
+        try:
+            message = Erasure.model_validate_json(value)
+        except ValueError:
+            log.error("unreadable message on %s skipped", ERASURES)  # consumers dead-letter it
+            return
+        self._hashes.update(id_hash(i) for i in message.ids)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                reader = TopicReader(self._bootstrap, ERASURES, client_id="ingest-suppressions")
+            except Exception as exc:
+                log.warning("cannot read %s yet: %s", ERASURES, type(exc).__name__)
+                self._stop.wait(1.0)
+                continue
+            try:
+                while not self._stop.is_set():
+                    for value in reader.poll(timeout_ms=200):
+                        self.add(value)
+                    if reader.caught_up():
+                        self._ready.set()
+            except Exception as exc:
+                log.warning("reading %s failed, reconnecting: %s", ERASURES, type(exc).__name__)
+                self._stop.wait(1.0)
+            finally:
+                reader.close()
+
+
+class ErasureReport(BaseModel):
+    """What `DELETE /v1/customers/{id}` erased in one service."""
+
+    ids: list[str] = Field(description="every id erased here and suppressed from now on")
+    deleted_rows: dict[str, int] = Field(description="rows deleted per table")
+    published: bool = Field(description="the erasure is on its way to every service and ingest")

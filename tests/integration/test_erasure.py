@@ -1,0 +1,243 @@
+"""GDPR erasure through the real broker and both databases: `DELETE /v1/customers/{id}` erases
+the customer and every merged id from lifecycle and scoring (processed-message records
+included), ingest then rejects their events, late events are dropped, nothing about them is left
+in any table, and erasing again is harmless."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from services.ingest.api import SUPPRESSED
+from services.ingest.api import create_app as ingest_app
+from services.lifecycle.api import create_app as lifecycle_app
+from services.lifecycle.consumer import WORKERS
+from services.lifecycle.handlers import build_engine
+from services.lifecycle.tables import lifecycle_outbox
+from services.scoring import handlers as scoring_handlers
+from services.scoring.api import create_app as scoring_app
+from services.scoring.erasure import erase_from_topic
+from services.scoring.tables import scoring_customers, scoring_population
+from shared.broker import EmbeddedBroker
+from shared.db import make_engine, metadata, processed_messages
+from shared.privacy import erasure_worker, id_hash, suppressions
+from shared.runtime import ConsumerService
+from tests.support.lifecycle import day, identify, order, touch
+from tests.support.pipeline import publish, settings_for, wait_for
+
+ADMIN = {"Authorization": "Bearer test-admin"}
+READ = {"Authorization": "Bearer test-read"}
+WRITE = ("test-key", "")
+
+
+class Stack:
+    """Lifecycle and scoring consumers (with their workers) and the three HTTP APIs."""
+
+    def __init__(self, bootstrap: str, db_url: str, stack: ExitStack) -> None:
+        settings = settings_for(bootstrap, db_url)
+        api_settings = settings_for(bootstrap, db_url, run_consumer=False)
+        self.db_url = db_url
+        self.lifecycle = ConsumerService(
+            settings, name="lifecycle", handler=build_engine(settings).apply, workers=WORKERS
+        )
+        self.scoring = ConsumerService(
+            settings,
+            name="scoring",
+            handler=scoring_handlers.apply,
+            workers=[erasure_worker(erase_from_topic)],
+        )
+        for service in (self.lifecycle, self.scoring):
+            service.start()
+            stack.callback(service.stop)
+        self.ingest = stack.enter_context(TestClient(ingest_app(api_settings)))
+        self.lifecycle_api = stack.enter_context(TestClient(lifecycle_app(api_settings)))
+        self.scoring_api = stack.enter_context(TestClient(scoring_app(api_settings)))
+
+    def finished(self) -> tuple[int, int]:
+        """Events each consumer has finished (applied, duplicate or suppressed)."""
+        return tuple(  # type: ignore[return-value]
+            s.loop.stats.applied + s.loop.stats.duplicates + s.loop.stats.suppressed
+            if s.loop
+            else 0
+            for s in (self.lifecycle, self.scoring)
+        )
+
+    def drain(self, total: int) -> None:
+        wait_for(self.finished, lambda n: min(n) >= total, 60, f"{total} events in both")
+
+
+@contextmanager
+def running(broker: EmbeddedBroker, db_url: str) -> Iterator[Stack]:
+    with ExitStack() as stack:
+        yield Stack(broker.bootstrap, db_url, stack)
+
+
+def everything(db_url: str) -> str:
+    """Every row of every table, as text."""
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return "\n".join(
+                repr(tuple(row))
+                for table in metadata.sorted_tables
+                for row in conn.execute(select(table))
+            )
+    finally:
+        engine.dispose()
+
+
+def scalar(db_url: str, query: Any) -> Any:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(query).scalar()
+    finally:
+        engine.dispose()
+
+
+def outbox_empty(db_url: str) -> bool:
+    return not scalar(db_url, select(func.count()).select_from(lifecycle_outbox))
+
+
+def test_erasure_leaves_nothing_and_suppresses_every_merged_id(
+    own_broker: EmbeddedBroker, db_url: str
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    user, anon, email = f"{run}-user", f"{run}-anon", f"{run}@example.com"
+    bystander = f"{run}-bystander"
+    events = [
+        touch(day(0), anon=anon, channel="social"),
+        touch(day(1), anon=anon, event="Signed Up"),
+        identify(day(2), user, anon, email=email),
+        order(day(3), "o1", 40.0, user=user),
+        order(day(30), "o2", 60.0, user=user, channel="email"),
+        order(day(4), "b1", 25.0, user=bystander),
+        order(day(9), "b2", 35.0, user=bystander),
+    ]
+    with running(own_broker, db_url) as stack:
+        publish(own_broker.bootstrap, events)
+        stack.drain(len(events))
+        assert run in everything(db_url)
+        hashes = [id_hash(user), id_hash(anon)]
+        p = processed_messages.c
+        recorded = select(func.count()).where(p.customer_hash.in_(hashes))
+        assert scalar(db_url, recorded) == 2 * 5  # both consumers recorded their 5 events
+
+        # Only the admin token may erase.
+        assert stack.lifecycle_api.delete(f"/v1/customers/{anon}").status_code == 401
+        assert stack.lifecycle_api.delete(f"/v1/customers/{anon}", headers=READ).status_code == 403
+        assert stack.scoring_api.delete(f"/v1/customers/{anon}", headers=READ).status_code == 403
+
+        response = stack.lifecycle_api.delete(f"/v1/customers/{anon}", headers=ADMIN)
+        assert response.status_code == 200, response.text
+        report = response.json()
+        assert report["ids"] == sorted([user, anon])
+        assert report["published"] is True
+        deleted = report["deleted_rows"]
+        assert deleted["lifecycle_customers"] == 1
+        assert deleted["lifecycle_orders"] == 2
+        assert deleted["lifecycle_ids"] == 2
+        assert deleted["processed_messages"] == 5
+        assert deleted["lifecycle_transitions"] >= 4  # visitor, engaged, first purchase, repeat
+
+        # Scoring erases both ids once the erasure reaches it through the outbox and the topic.
+        c = scoring_customers.c
+        left = select(func.count()).where(c.customer_id.in_([user, anon]))
+        wait_for(lambda: scalar(db_url, left), lambda n: n == 0, 30, "scoring to erase")
+        wait_for(lambda: outbox_empty(db_url), bool, 30, "the outbox to be relayed")
+        assert scalar(db_url, recorded) == 0
+        s = suppressions.c
+        listed = select(func.count()).where(s.id_hash.in_(hashes))
+        wait_for(lambda: scalar(db_url, listed), lambda n: n == 4, 30, "both services to suppress")
+
+        # Ingest rejects their events with a reason (once it has read the erasure) and records
+        # nothing of them; other customers' events still go through.
+        def track(customer: str) -> Any:
+            call = {"userId": customer, "event": "Product Viewed", "traits": {"email": email}}
+            return stack.ingest.post("/v1/track", json=call, auth=WRITE)
+
+        refused = wait_for(lambda: track(user), lambda r: r.status_code == 403, 30, "ingest")
+        assert refused.json()["detail"] == SUPPRESSED
+        batch = stack.ingest.post(
+            "/v1/batch",
+            json={
+                "batch": [
+                    {"type": "page", "anonymousId": anon, "name": "Home"},
+                    {"type": "track", "userId": bystander, "event": "Product Viewed"},
+                ]
+            },
+            auth=WRITE,
+        ).json()
+        assert batch["accepted"] == 1
+        assert batch["rejected"] == [{"index": 0, "messageId": None, "reason": SUPPRESSED}]
+
+        # Events already on their way (sent before the erasure, read after it) are dropped.
+        late = [order(day(40), "o3", 80.0, user=user), touch(day(41), anon=anon)]
+        publish(own_broker.bootstrap, late)
+        stack.drain(len(events) + 1 + len(late))  # the bystander's view from the batch too
+        assert stack.lifecycle.loop and stack.lifecycle.loop.stats.suppressed == 2
+        assert stack.scoring.loop and stack.scoring.loop.stats.suppressed == 2
+
+        rows = everything(db_url)
+        for trace in (user, anon, email):
+            assert trace not in rows
+        assert bystander in rows  # only the erased customer went
+        # The RFM population lost the erased buyer: it counts the one buyer left.
+        pop = scoring_population.c
+        frequency = select(func.sum(pop.customers)).where(pop.dimension == "f")
+        assert scalar(db_url, frequency) == 1
+
+        again = stack.lifecycle_api.delete(f"/v1/customers/{user}", headers=ADMIN)
+        assert again.status_code == 200
+        assert again.json()["ids"] == [user]
+        assert not any(again.json()["deleted_rows"].values())
+
+
+def test_scoring_delete_reaches_lifecycle_which_passes_the_merged_ids_back(
+    own_broker: EmbeddedBroker, sqlite_url: str
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    user, anon = f"{run}-user", f"{run}-anon"
+    events = [
+        touch(day(0), anon=anon, channel="social"),
+        identify(day(1), user, anon),
+        order(day(2), "o1", 40.0, user=user),
+    ]
+    with running(own_broker, sqlite_url) as stack:
+        publish(own_broker.bootstrap, events)
+        stack.drain(len(events))
+        response = stack.scoring_api.delete(f"/v1/customers/{anon}", headers=ADMIN)
+        assert response.status_code == 200, response.text
+        assert response.json()["ids"] == [anon]
+        assert response.json()["published"] is True
+        # Lifecycle erases the customer the anonymous id was merged into, and passes the
+        # user id on, so scoring erases the buyer it only knew by user id.
+        wait_for(lambda: user in everything(sqlite_url), lambda found: not found, 30, "erasure")
+        assert anon not in everything(sqlite_url)
+
+
+def test_erasure_with_the_broker_down_is_a_clear_503_and_a_retry_completes_it(
+    own_broker: EmbeddedBroker, sqlite_url: str
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    user = f"{run}-user"
+    with running(own_broker, sqlite_url) as stack:
+        publish(own_broker.bootstrap, [order(day(2), "o1", 40.0, user=user)])
+        stack.drain(1)
+        own_broker.stop()
+        try:
+            down = stack.scoring_api.delete(f"/v1/customers/{user}", headers=ADMIN)
+            assert down.status_code == 503
+            assert down.headers["Retry-After"] == "5"
+            assert "retry" in down.json()["detail"]
+        finally:
+            own_broker.start()
+        again = stack.scoring_api.delete(f"/v1/customers/{user}", headers=ADMIN)
+        assert again.status_code == 200
+        # The erasure reached lifecycle: the customer is gone there too.
+        wait_for(lambda: user in everything(sqlite_url), lambda found: not found, 60, "erasure")
