@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Callable
-from typing import Annotated
+from datetime import date, datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, BeforeValidator
 
 from shared.settings import Settings
+
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+
+
+def _not_a_number(value: object) -> object:
+    """Dates and times as ISO 8601 only: pydantic would read "0" or 1.7e9 as a Unix time."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("must be an ISO 8601 date or time, such as 2026-01-31T12:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_not_a_number)]
+IsoDate = Annotated[date, BeforeValidator(_not_a_number)]
 
 _bearer = HTTPBearer(auto_error=False)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
@@ -40,15 +56,42 @@ def require_read_token(request: Request, credentials: Credentials) -> None:
 
 
 def require_admin_token(request: Request, credentials: Credentials) -> None:
+    """Admin routes: the admin token; a read token is known but not enough (403)."""
     settings: Settings = request.app.state.settings
     if credentials is None:
         raise _unauthorized("missing bearer token")
-    if not _token_in(credentials.credentials, [settings.admin_token]):
+    if _token_in(credentials.credentials, [settings.admin_token]):
+        return
+    if _token_in(credentials.credentials, settings.read_token_list):
         raise HTTPException(403, detail="admin token required")
+    raise _unauthorized("invalid bearer token")
 
 
 ReadAccess = Depends(require_read_token)
 AdminAccess = Depends(require_admin_token)
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+_ERRORS = {
+    400: "Bad parameters: one readable sentence per problem",
+    401: "Missing or invalid bearer token",
+    403: "The admin token is required",
+    404: "Unknown customer, or nothing of the kind yet",
+    502: "A service this one asks is unavailable",
+    503: "The broker is unavailable; retry after Retry-After",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a router (what `responses=` takes)."""
+    return {code: {"model": Problem, "description": _ERRORS[code]} for code in codes}
+
+
+READ_ERRORS = error_responses(400, 401, 404)
+ADMIN_ERRORS = error_responses(400, 401, 403, 404, 503)
 
 
 def health_router(readiness: Callable[[Request], dict[str, bool]]) -> APIRouter:

@@ -15,6 +15,8 @@ from shared.metrics import instrument
 from shared.runtime import ConsumerService, Worker
 from shared.settings import Settings
 
+MAX_BODY_BYTES = 64 * 1024  # the largest body these APIs take is a short JSON object
+
 
 def create_consumer_app(
     settings: Settings,
@@ -35,7 +37,9 @@ def create_consumer_app(
         finally:
             service.stop()
 
-    app = FastAPI(title=title, version="1", lifespan=lifespan)
+    # Bodies over the limit get 413 before they are parsed (by Content-Length, or once the bytes
+    # of a chunked body pass it).
+    app = FastAPI(title=title, version="1", lifespan=lifespan, max_body_size=MAX_BODY_BYTES)
     app.state.settings = settings
     answer_bad_parameters_with_400(app)
     instrument(app, name)

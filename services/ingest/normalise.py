@@ -126,7 +126,7 @@ class Normaliser:
         if not isinstance(raw, dict):
             raise Rejected("event must be a JSON object")
         kind = kind or raw.get("type")
-        if kind not in EVENT_TYPES:
+        if not isinstance(kind, str) or kind not in EVENT_TYPES:
             raise Rejected(f"type must be one of {', '.join(sorted(EVENT_TYPES))}")
         user_id = customer_id(raw.get("userId"), "userId")
         anonymous_id = customer_id(raw.get("anonymousId"), "anonymousId")

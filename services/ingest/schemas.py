@@ -88,8 +88,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for code, text in {
         400: "Malformed JSON, invalid event or too many events",
         401: "Missing or unknown write key",
+        403: "The only event of the request is for an erased customer (suppressed)",
         413: "Request or event over its size limit",
         429: "Rate limit of the write key exceeded; see Retry-After",
-        503: "Broker unavailable; nothing was accepted, retry after Retry-After",
+        503: "Broker unavailable, or the list of erased customers not loaded yet; nothing was "
+        "accepted, retry after Retry-After",
     }.items()
 }

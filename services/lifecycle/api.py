@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
@@ -18,16 +18,18 @@ from services.lifecycle.handlers import LifecycleEngine, UnknownCustomer, build_
 from services.lifecycle.journey import REACTIVATED, RESET, STAGE, decode_path
 from services.lifecycle.stages import status
 from services.lifecycle.tables import lifecycle_customers, lifecycle_transitions
-from shared.api import AdminAccess, ReadAccess
+from shared.api import ADMIN_ERRORS, READ_ERRORS, AdminAccess, IsoDateTime, ReadAccess
 from shared.privacy import ErasureReport
 from shared.service_app import DbSession, WriteSession, create_consumer_app
 from shared.settings import Settings
 
-reads = APIRouter(prefix="/v1", dependencies=[ReadAccess], tags=["customers"])
-admin = APIRouter(prefix="/v1", dependencies=[AdminAccess], tags=["admin"])
+reads = APIRouter(
+    prefix="/v1", dependencies=[ReadAccess], tags=["customers"], responses=READ_ERRORS
+)
+admin = APIRouter(prefix="/v1", dependencies=[AdminAccess], tags=["admin"], responses=ADMIN_ERRORS)
 
 AsOf = Annotated[
-    datetime | None,
+    IsoDateTime | None,
     Query(description="Answer as of this time (ISO 8601; default now)"),
 ]
 
@@ -92,6 +94,8 @@ class Stages(BaseModel):
 
 
 class ResetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     stage: str
     note: str | None = Field(default=None, max_length=2000)
 
@@ -202,8 +206,10 @@ def get_journey(customer_id: str, request: Request, session: DbSession) -> Journ
 def get_stages(
     request: Request,
     session: DbSession,
-    since: Annotated[datetime | None, Query(description="Count entries from (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="Count entries before (ISO 8601)")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="Count entries from (ISO 8601)")] = None,
+    until: Annotated[
+        IsoDateTime | None, Query(description="Count entries before (ISO 8601)")
+    ] = None,
 ) -> Stages:
     """How many customers are in each stage now, and how many entered each stage in a range."""
     engine = _engine(request)

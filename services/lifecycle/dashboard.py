@@ -12,7 +12,7 @@ from typing import Literal
 import httpx
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from shared.api import ReadAccess
+from shared.api import ReadAccess, error_responses
 from shared.runtime import ConsumerService
 from shared.settings import Settings
 
@@ -23,7 +23,12 @@ POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
 SCORING_TIMEOUT_S = 5.0
 
 pages = APIRouter(tags=["dashboard"], include_in_schema=False)
-reads = APIRouter(prefix="/v1", dependencies=[ReadAccess], tags=["dashboard"])
+reads = APIRouter(
+    prefix="/v1",
+    dependencies=[ReadAccess],
+    tags=["dashboard"],
+    responses=error_responses(400, 401, 404, 502),
+)
 
 
 def _serve(path: str, name: str, media_type: str) -> None:

@@ -13,16 +13,18 @@ from pydantic import BaseModel, Field
 from services.lifecycle import conversion as sql
 from services.lifecycle.attribution import MODELS
 from services.lifecycle.handlers import LifecycleEngine
-from shared.api import ReadAccess
+from shared.api import READ_ERRORS, IsoDateTime, ReadAccess
 from shared.service_app import DbSession
 from shared.settings import Settings
 
-router = APIRouter(prefix="/v1/conversion", dependencies=[ReadAccess], tags=["conversion"])
+router = APIRouter(
+    prefix="/v1/conversion", dependencies=[ReadAccess], tags=["conversion"], responses=READ_ERRORS
+)
 
 Since = Annotated[
-    datetime | None, Query(description="Entries from this time (ISO 8601; default until - 30 d)")
+    IsoDateTime | None, Query(description="Entries from this time (ISO 8601; default until - 30 d)")
 ]
-Until = Annotated[datetime | None, Query(description="Entries before this time (default now)")]
+Until = Annotated[IsoDateTime | None, Query(description="Entries before this time (default now)")]
 Model = Annotated[str, Query(description=f"Attribution model: {', '.join(MODELS)}")]
 Lookback = Annotated[
     float | None,
@@ -205,7 +207,7 @@ def get_cohorts(
     request: Request,
     session: DbSession,
     since: Annotated[
-        datetime | None, Query(description="First touches from (default until - 12 weeks)")
+        IsoDateTime | None, Query(description="First touches from (default until - 12 weeks)")
     ] = None,
     until: Until = None,
 ) -> Cohorts:

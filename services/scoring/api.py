@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.scoring import erasure, handlers, repository
 from services.scoring.counters import Counters
@@ -17,7 +17,7 @@ from services.scoring.repository import COUNTER_COLUMNS
 from services.scoring.rfm import RfmValues, rfm_scores, score
 from services.scoring.segments import SegmentMap
 from shared import privacy
-from shared.api import AdminAccess, ReadAccess
+from shared.api import ADMIN_ERRORS, READ_ERRORS, AdminAccess, IsoDate, ReadAccess
 from shared.kafka import BrokerUnavailable, Publisher
 from shared.privacy import ErasureReport, erasure_worker
 from shared.runtime import ConsumerService
@@ -25,8 +25,8 @@ from shared.service_app import DbSession, WriteSession, create_consumer_app
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-reads = APIRouter(prefix="/v1", dependencies=[ReadAccess], tags=["scores"])
-admin = APIRouter(prefix="/v1", dependencies=[AdminAccess], tags=["model"])
+reads = APIRouter(prefix="/v1", dependencies=[ReadAccess], tags=["scores"], responses=READ_ERRORS)
+admin = APIRouter(prefix="/v1", dependencies=[AdminAccess], tags=["model"], responses=ADMIN_ERRORS)
 
 
 class Purchases(BaseModel):
@@ -102,7 +102,9 @@ class ModelInfo(BaseModel):
 
 
 class RefitRequest(BaseModel):
-    observation_end: date | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    observation_end: IsoDate | None = Field(default=None, description="YYYY-MM-DD")
 
 
 class Segments(BaseModel):
@@ -126,7 +128,9 @@ def get_scores(
     customer_id: str,
     request: Request,
     session: DbSession,
-    as_of: Annotated[date | None, Query(description="Score as of this day (default today)")] = None,
+    as_of: Annotated[
+        IsoDate | None, Query(description="Score as of this day (default today)")
+    ] = None,
     horizon_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
 ) -> CustomerScores:
     settings = _settings(request)

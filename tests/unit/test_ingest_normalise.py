@@ -4,6 +4,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.ingest.channels import ChannelClassifier
 from services.ingest.normalise import Normaliser, Rejected, event_time
@@ -144,3 +146,31 @@ def test_batch_context_is_merged_under_the_event_context() -> None:
     )
     assert ts.context == {"library": {"name": "analytics-python"}, "app": {"name": "Shop"}}
     assert ts.channel == "mobile"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+FIELDS = (
+    "type", "userId", "anonymousId", "previousId", "messageId", "event", "name", "timestamp",
+    "sentAt", "originalTimestamp", "properties", "traits", "context", "groupId",
+)  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(raw=st.dictionaries(st.sampled_from(FIELDS), JSON), kind=st.sampled_from([None, "track"]))
+def test_any_json_either_normalises_or_is_rejected_with_a_reason(
+    raw: dict[str, Any], kind: str | None
+) -> None:
+    """Whatever a client sends in a call's fields, the answer is a touchpoint or a Rejected
+    with a readable reason: never another exception (a 500)."""
+    try:
+        touchpoint = normalise(raw, kind=kind)
+    except Rejected as exc:
+        assert exc.reason and 400 <= exc.status < 500
+    else:
+        assert touchpoint.customer_key
