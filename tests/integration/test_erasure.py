@@ -1,7 +1,7 @@
 """GDPR erasure through the real broker and both databases: `DELETE /v1/customers/{id}` erases
 the customer and every merged id from lifecycle and scoring (processed-message records
 included), ingest then rejects their events, late events are dropped, nothing about them is left
-in any table, and erasing again is harmless."""
+in any table, erasing again is harmless, and an unreadable erasure is dead-lettered."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+import orjson
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -25,10 +26,12 @@ from services.scoring.erasure import erase_from_topic
 from services.scoring.tables import scoring_customers, scoring_population
 from shared.broker import EmbeddedBroker
 from shared.db import make_engine, metadata, processed_messages
-from shared.privacy import erasure_worker, id_hash, suppressions
+from shared.events import ERASURES, dlq
+from shared.kafka import OutgoingMessage, Publisher
+from shared.privacy import erasure, erasure_worker, id_hash, suppressions
 from shared.runtime import ConsumerService
 from tests.support.lifecycle import day, identify, order, touch
-from tests.support.pipeline import publish, settings_for, wait_for
+from tests.support.pipeline import publish, read_topic, settings_for, wait_for
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 READ = {"Authorization": "Bearer test-read"}
@@ -241,3 +244,25 @@ def test_erasure_with_the_broker_down_is_a_clear_503_and_a_retry_completes_it(
         assert again.status_code == 200
         # The erasure reached lifecycle: the customer is gone there too.
         wait_for(lambda: user in everything(sqlite_url), lambda found: not found, 60, "erasure")
+
+
+def test_an_unreadable_erasure_is_dead_lettered_and_the_next_one_applied(
+    own_broker: EmbeddedBroker, sqlite_url: str
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    user = f"{run}-user"
+    with running(own_broker, sqlite_url) as stack:
+        publish(own_broker.bootstrap, [order(day(2), "o1", 40.0, user=user)])
+        stack.drain(1)
+        publisher = Publisher(own_broker.bootstrap, client_id="test", timeout_s=10)
+        try:
+            poison = OutgoingMessage(ERASURES, run, f'{{"ids": "{run}-not-a-list"}}'.encode())
+            publisher.publish([poison, erasure([user], origin="test")])
+        finally:
+            publisher.close()
+        # Both services dead-letter the poison message (with the error) and erase the user.
+        dead = read_topic(own_broker.bootstrap, dlq(ERASURES), f"{run}-not-a-list", 2)
+        consumers = sorted(orjson.loads(r.value)["consumer"] for r in dead)
+        assert consumers == ["lifecycle-erasures", "scoring-erasures"]
+        assert all("undecodable" in orjson.loads(r.value)["error"] for r in dead)
+        wait_for(lambda: user in everything(sqlite_url), lambda found: not found, 30, "erasure")
