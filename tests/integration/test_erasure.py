@@ -26,8 +26,8 @@ from services.scoring.erasure import erase_from_topic
 from services.scoring.tables import scoring_customers, scoring_population
 from shared.broker import EmbeddedBroker
 from shared.db import make_engine, metadata, processed_messages
-from shared.events import ERASURES, dlq
-from shared.kafka import OutgoingMessage, Publisher
+from shared.events import ERASURES, all_topics, dlq
+from shared.kafka import OutgoingMessage, Publisher, ensure_topics
 from shared.privacy import erasure, erasure_worker, id_hash, suppressions
 from shared.runtime import ConsumerService
 from tests.support.lifecycle import day, identify, order, touch
@@ -240,8 +240,14 @@ def test_erasure_with_the_broker_down_is_a_clear_503_and_a_retry_completes_it(
             assert "retry" in down.json()["detail"]
         finally:
             own_broker.start()
-        again = stack.scoring_api.delete(f"/v1/customers/{user}", headers=ADMIN)
-        assert again.status_code == 200
+            ensure_topics(own_broker.bootstrap, all_topics(), partitions=3)  # memory-only broker
+        # The client retries, as Retry-After says, until the erasure is passed on.
+        wait_for(
+            lambda: stack.scoring_api.delete(f"/v1/customers/{user}", headers=ADMIN).status_code,
+            lambda status: status == 200,
+            60,
+            "a retried erasure to be accepted",
+        )
         # The erasure reached lifecycle: the customer is gone there too.
         wait_for(lambda: user in everything(sqlite_url), lambda found: not found, 60, "erasure")
 
