@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -229,11 +230,19 @@ def get_value_by_channel(
 @reads.get("/segments", response_model=Segments)
 def get_segments(request: Request, session: DbSession) -> Segments:
     """Customers per RFM segment, over every scored customer."""
-    r_score = _scores_by_value(repository.population(session, "r"))
-    f_score = _scores_by_value(repository.population(session, "f"))
+    # R and F histograms from the same rows as the cells, so the scores always match the cells:
+    # separate reads could straddle a consumer's commit (SQLite reads outside a transaction).
+    cells = repository.rf_cells(session)
+    r_values: Counter[int] = Counter()
+    f_values: Counter[int] = Counter()
+    for day, orders, customers in cells:
+        r_values[day.toordinal()] += customers
+        f_values[orders] += customers
+    r_score = _scores_by_value(sorted(r_values.items()))
+    f_score = _scores_by_value(sorted(f_values.items()))
     segments = _segments(request)
     counts = dict.fromkeys(segments.names, 0)
-    for day, orders, customers in repository.rf_cells(session):
+    for day, orders, customers in cells:
         counts[segments.segment(r_score[day.toordinal()], f_score[orders])] += customers
     return Segments(
         as_of=datetime.now(UTC).date(), scored_customers=sum(counts.values()), segments=counts

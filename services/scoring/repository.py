@@ -133,16 +133,6 @@ def population_position(
     return below, totals
 
 
-def population(session: Session, dimension: str) -> list[tuple[int, int]]:
-    c = scoring_population.c
-    rows = session.execute(
-        select(c.value, c.customers)
-        .where(c.dimension == dimension, c.customers > 0)
-        .order_by(c.value)
-    )
-    return [(int(v), int(n)) for v, n in rows]
-
-
 def load_counters(session: Session, customer_id: str) -> Row[Any] | None:
     return session.execute(
         select(scoring_customers).where(scoring_customers.c.customer_id == customer_id)
