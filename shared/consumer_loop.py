@@ -202,15 +202,7 @@ class ConsumerLoop:
     def _dead_letter(self, record: Record, error: str) -> DeadLetter:
         # The error text can quote payload values (PII), so it goes to the DLQ, not to the log.
         log.error("dead-lettering %s[%d]@%d", record.topic, record.partition, record.offset)
-        return DeadLetter(
-            consumer=self.name,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            error=error[:2000],
-            key=record.key.decode("utf-8", "replace") if record.key else None,
-            value=record.value.decode("utf-8", "replace"),
-        )
+        return DeadLetter.of(self.name, record, error)
 
     def _record_failure(self, exc: BaseException) -> None:
         log.warning(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from shared.kafka import Record
 
 TOUCHPOINTS = "touchpoints.v1"
 REJECTED = "touchpoints.rejected.v1"
@@ -122,6 +125,18 @@ class DeadLetter(BaseModel):
     error: str
     key: str | None = None
     value: str  # the original bytes, decoded as UTF-8 with replacement
+
+    @classmethod
+    def of(cls, consumer: str, record: Record, error: str) -> DeadLetter:
+        return cls(
+            consumer=consumer,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error=error[:2000],
+            key=record.key.decode("utf-8", "replace") if record.key else None,
+            value=record.value.decode("utf-8", "replace"),
+        )
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()

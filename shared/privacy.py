@@ -158,15 +158,7 @@ def _apply_erasures(
                     message = Erasure.model_validate_json(record.value)
                 except ValueError as exc:
                     log.error("dead-lettering unreadable erasure at offset %d", record.offset)
-                    dead = DeadLetter(
-                        consumer=f"{service.name}-erasures",
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        error=f"undecodable: {exc}"[:2000],
-                        key=record.key.decode("utf-8", "replace") if record.key else None,
-                        value=record.value.decode("utf-8", "replace"),
-                    )
+                    dead = DeadLetter.of(f"{service.name}-erasures", record, f"undecodable: {exc}")
                     publisher.publish([OutgoingMessage(dlq(ERASURES), dead.key, dead.to_json())])
                     continue
                 with service.sessions.begin() as session:
