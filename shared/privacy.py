@@ -66,16 +66,15 @@ def unsuppressed(session: Session, consumer: str, events: Sequence[Touchpoint]) 
     if not events:
         return []
     _lock(session, exclusive=False)
-    hashes = {id_hash(i) for e in events for i in event_ids(e)}
+    hashes = [[id_hash(i) for i in event_ids(e)] for e in events]  # hashed once per event
     s = suppressions.c
+    candidates = sorted({h for own in hashes for h in own})
     found = set(
-        session.scalars(
-            select(s.id_hash).where(s.consumer == consumer, s.id_hash.in_(sorted(hashes)))
-        )
+        session.scalars(select(s.id_hash).where(s.consumer == consumer, s.id_hash.in_(candidates)))
     )
     if not found:
         return list(events)
-    return [e for e in events if not any(id_hash(i) in found for i in event_ids(e))]
+    return [e for e, own in zip(events, hashes, strict=True) if found.isdisjoint(own)]
 
 
 def suppress(session: Session, consumer: str, ids: Iterable[str]) -> int:

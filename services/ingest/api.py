@@ -90,6 +90,12 @@ def _write_key(request: Request, payload: Mapping[str, Any]) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
+def _client_message_id(raw: Any) -> str | None:
+    """The messageId the client sent, if any (what a rejection reports back)."""
+    message_id = raw.get("messageId") if isinstance(raw, dict) else None
+    return message_id if isinstance(message_id, str) else None
+
+
 class Ingest:
     """What one ingest process holds: settings, the normaliser, the limiter, the publisher and the
     suppression list of erased ids."""
@@ -156,8 +162,7 @@ class Ingest:
                 )
             except Rejected as exc:
                 single_error = exc
-                message_id = raw.get("messageId") if isinstance(raw, dict) else None
-                message_id = message_id if isinstance(message_id, str) else None
+                message_id = _client_message_id(raw)
                 rejected.append(RejectedItem(index=index, messageId=message_id, reason=exc.reason))
                 row = RejectedEvent(
                     reason=exc.reason,
@@ -172,7 +177,7 @@ class Ingest:
             if self.suppressions.suppressed(touchpoint):
                 # Rejected but not recorded anywhere: the person asked for their data to be erased.
                 single_error = Rejected(SUPPRESSED, 403)
-                message_id = raw.get("messageId") if isinstance(raw.get("messageId"), str) else None
+                message_id = _client_message_id(raw)
                 rejected.append(RejectedItem(index=index, messageId=message_id, reason=SUPPRESSED))
                 continue
             messages.append(
