@@ -80,6 +80,16 @@ def running(broker: EmbeddedBroker, db_url: str) -> Iterator[Stack]:
         yield Stack(broker.bootstrap, db_url, stack)
 
 
+@contextmanager
+def one_buyer(broker: EmbeddedBroker, db_url: str) -> Iterator[tuple[Stack, str]]:
+    """The stack, after both consumers applied one order of a new user."""
+    user = f"{uuid.uuid4().hex[:8]}-user"
+    with running(broker, db_url) as stack:
+        publish(broker.bootstrap, [order(day(2), "o1", 40.0, user=user)])
+        stack.drain(1)
+        yield stack, user
+
+
 def everything(db_url: str) -> str:
     """Every row of every table, as text."""
     engine = make_engine(db_url)
@@ -234,11 +244,7 @@ def test_scoring_delete_reaches_lifecycle_which_passes_the_merged_ids_back(
 def test_erasure_with_the_broker_down_is_a_clear_503_and_a_retry_completes_it(
     own_broker: EmbeddedBroker, sqlite_url: str
 ) -> None:
-    run = uuid.uuid4().hex[:8]
-    user = f"{run}-user"
-    with running(own_broker, sqlite_url) as stack:
-        publish(own_broker.bootstrap, [order(day(2), "o1", 40.0, user=user)])
-        stack.drain(1)
+    with one_buyer(own_broker, sqlite_url) as (stack, user):
         own_broker.stop()
         try:
             down = stack.scoring_api.delete(f"/v1/customers/{user}", headers=ADMIN)
@@ -262,19 +268,15 @@ def test_erasure_with_the_broker_down_is_a_clear_503_and_a_retry_completes_it(
 def test_an_unreadable_erasure_is_dead_lettered_and_the_next_one_applied(
     own_broker: EmbeddedBroker, sqlite_url: str
 ) -> None:
-    run = uuid.uuid4().hex[:8]
-    user = f"{run}-user"
-    with running(own_broker, sqlite_url) as stack:
-        publish(own_broker.bootstrap, [order(day(2), "o1", 40.0, user=user)])
-        stack.drain(1)
+    with one_buyer(own_broker, sqlite_url) as (_stack, user):
         publisher = Publisher(own_broker.bootstrap, client_id="test", timeout_s=10)
         try:
-            poison = OutgoingMessage(ERASURES, run, f'{{"ids": "{run}-not-a-list"}}'.encode())
+            poison = OutgoingMessage(ERASURES, user, f'{{"ids": "{user}-not-a-list"}}'.encode())
             publisher.publish([poison, erasure([user], origin="test")])
         finally:
             publisher.close()
         # Both services dead-letter the poison message (with the error) and erase the user.
-        dead = read_topic(own_broker.bootstrap, dlq(ERASURES), f"{run}-not-a-list", 2)
+        dead = read_topic(own_broker.bootstrap, dlq(ERASURES), f"{user}-not-a-list", 2)
         consumers = sorted(orjson.loads(r.value)["consumer"] for r in dead)
         assert consumers == ["lifecycle-erasures", "scoring-erasures"]
         assert all("undecodable" in orjson.loads(r.value)["error"] for r in dead)
