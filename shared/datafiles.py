@@ -11,5 +11,5 @@ def read_toml(path: Path, what: str, error: type[ValueError]) -> dict[str, Any]:
     """The parsed file, or `error` saying which file (`what`) could not be read and why."""
     try:
         return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise error(f"cannot read {what} {path}: {exc}") from exc

@@ -43,7 +43,10 @@ def _host(url: Any) -> str:
     return host.removeprefix("www.")
 
 
-def _condition(spec: Mapping[str, Any], where: str) -> Condition:
+def _condition(spec: Any, where: str) -> Condition:
+    if not isinstance(spec, dict):
+        raise ChannelRulesError(f"{where}: must be a table")
+
     def strings(key: str, lower: bool = True) -> frozenset[str]:
         values = spec.get(key)
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -127,6 +130,8 @@ def parse_rules(data: Mapping[str, Any], source: str = "rules") -> list[Rule]:
         raise ChannelRulesError(f"{source}: expected one or more [[rule]] tables")
     rules = []
     for n, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise ChannelRulesError(f"{source}: rule {n} must be a table")
         where = f"{source}: rule {n} ({item.get('name', 'unnamed')!r})"
         name = item.get("name")
         if not isinstance(name, str) or not name:

@@ -32,6 +32,8 @@ class SegmentMap:
         cells: dict[tuple[int, int], str] = {}
         names: list[str] = []
         for n, item in enumerate(items, 1):
+            if not isinstance(item, dict):
+                raise SegmentMapError(f"{source}: segment {n} must be a table")
             name = item.get("name")
             if not isinstance(name, str) or not name:
                 raise SegmentMapError(f"{source}: segment {n} needs a `name`")
