@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 from collections.abc import Callable
 from datetime import date, datetime
@@ -13,9 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared.settings import Settings
 
+log = logging.getLogger(__name__)
 _NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
 
 
@@ -81,7 +84,7 @@ _ERRORS = {
     403: "The admin token is required",
     404: "Unknown customer, or nothing of the kind yet",
     502: "A service this one asks is unavailable",
-    503: "The broker is unavailable; retry after Retry-After",
+    503: "The broker or the database is unavailable; retry after Retry-After",
 }
 
 
@@ -90,7 +93,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": Problem, "description": _ERRORS[code]} for code in codes}
 
 
-READ_ERRORS = error_responses(400, 401, 404)
+READ_ERRORS = error_responses(400, 401, 404, 503)
 ADMIN_ERRORS = error_responses(400, 401, 403, 404, 503)
 
 
@@ -112,6 +115,21 @@ def health_router(readiness: Callable[[Request], dict[str, bool]]) -> APIRouter:
         )
 
     return router
+
+
+def answer_database_outages_with_503(app: FastAPI) -> None:
+    """The database down, or busy past its timeout: 503 with Retry-After, not a bare 500."""
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable, answered 503: %s", type(exc).__name__)
+        return JSONResponse(
+            {"detail": "the database is unavailable or busy; retry"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    app.add_exception_handler(OperationalError, unavailable)
+    app.add_exception_handler(InterfaceError, unavailable)
 
 
 def answer_bad_parameters_with_400(app: FastAPI) -> None:

@@ -9,7 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy.orm import Session
 
-from shared.api import answer_bad_parameters_with_400, health_router
+from shared.api import (
+    answer_bad_parameters_with_400,
+    answer_database_outages_with_503,
+    health_router,
+)
 from shared.consumer_loop import Handler
 from shared.metrics import instrument
 from shared.runtime import ConsumerService, Worker
@@ -42,6 +46,7 @@ def create_consumer_app(
     app = FastAPI(title=title, version="1", lifespan=lifespan, max_body_size=MAX_BODY_BYTES)
     app.state.settings = settings
     answer_bad_parameters_with_400(app)
+    answer_database_outages_with_503(app)
     instrument(app, name)
     app.include_router(health_router(lambda request: request.app.state.service.readiness()))
     for router in routers:

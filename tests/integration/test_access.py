@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from services.lifecycle.api import create_app as lifecycle_app
 from services.scoring.api import create_app as scoring_app
-from shared.broker import EmbeddedBroker
+from shared.broker import EmbeddedBroker, free_port
 from shared.service_app import MAX_BODY_BYTES
 from tests.support.pipeline import settings_for
 
@@ -90,3 +90,24 @@ def test_request_bodies_are_capped_before_parsing(
         small = {"lifecycle": {"stage": "visitor"}, "scoring": {}}[service]
         expected = {"lifecycle": 404, "scoring": 200}[service]  # unknown customer; a refit
         assert client.post(path, json=small, headers=ADMIN_HEADERS).status_code == expected
+
+
+@pytest.mark.parametrize(
+    ("create_app", "read"),
+    [(lifecycle_app, "/v1/customers/someone"), (scoring_app, "/v1/customers/someone/scores")],
+)
+def test_reads_and_writes_answer_503_while_the_database_is_down(
+    broker: EmbeddedBroker, create_app: Callable[[Any], FastAPI], read: str
+) -> None:
+    nowhere = f"postgresql://touchline@127.0.0.1:{free_port()}/touchline"  # nothing listens
+    settings = settings_for(broker.bootstrap, nowhere, run_consumer=False, refit_interval_s=0)
+    with TestClient(create_app(settings)) as client:
+        for method, path, token in (
+            ("GET", read, "test-read"),
+            ("DELETE", "/v1/customers/someone", "test-admin"),
+        ):
+            answer = client.request(method, path, headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == "5"
+            assert answer.json() == {"detail": "the database is unavailable or busy; retry"}
+        assert client.get("/readyz").status_code == 503
