@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -68,16 +69,22 @@ def service_env(bootstrap: str, database_url: str, **extra: str) -> dict[str, st
     return env
 
 
+class Running(NamedTuple):
+    url: str
+    pid: int
+
+
 @contextmanager
-def service(name: str, env: dict[str, str], port_var: str) -> Iterator[str]:
-    """Run `touchline serve NAME` on a free port until the block ends; yields its base URL."""
+def service(name: str, env: dict[str, str], port_var: str) -> Iterator[Running]:
+    """Run `touchline serve NAME` on a free port until the block ends; yields its base URL and
+    process id."""
     port = free_port()
     env = {**env, port_var: str(port)}
     proc = subprocess.Popen([TOUCHLINE, "serve", name], env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc)
-        yield url
+        yield Running(url, proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -170,3 +177,36 @@ def publish_all(bootstrap: str, events: Sequence[Touchpoint]) -> None:
     for start in range(0, len(messages), 5000):
         publisher.publish(messages[start : start + 5000])
     publisher.close()
+
+
+class Schedule:
+    """Open-loop pacing shared by several sender threads: batch n of `batch` events is due at
+    start + n * batch / rate. Latency is measured from the due time, so a sender that falls
+    behind shows it (no coordinated omission)."""
+
+    def __init__(self, rate: float, batch: int, seconds: float) -> None:
+        self.interval = batch / rate
+        self.start = time.perf_counter() + 0.05
+        self.end = self.start + seconds
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def next_due(self) -> float | None:
+        """Wait until the next batch is due and return its due time; None once the run is over."""
+        with self._lock:
+            due = self.start + self._next * self.interval
+            self._next += 1
+        if due >= self.end:
+            return None
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        return due
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of a process in MB, from /proc."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024

@@ -200,7 +200,8 @@ def main() -> None:
                 f"written in {time.perf_counter() - started:.0f}s"
             )
             env = service_env(broker.bootstrap, url, TOUCHLINE_RUN_CONSUMER="false")
-            with service("lifecycle", env, "TOUCHLINE_LIFECYCLE_PORT") as api:
+            with service("lifecycle", env, "TOUCHLINE_LIFECYCLE_PORT") as running:
+                api = running.url
                 floor = latencies(api, "/healthz", {}, args.requests)
                 print(f"[{label}] GET /healthz (HTTP floor): p50 {floor[0]:.1f} ms, p99 "
                       f"{floor[1]:.1f} ms")  # fmt: skip

@@ -146,8 +146,10 @@ def read_latency(
         bootstrap, database_url, TOUCHLINE_RUN_CONSUMER="false", TOUCHLINE_REFIT_INTERVAL_S="0"
     )
     with (
-        service("scoring", env, "TOUCHLINE_SCORING_PORT") as url,
-        httpx.Client(base_url=url, headers={"Authorization": "Bearer bench-read"}) as client,
+        service("scoring", env, "TOUCHLINE_SCORING_PORT") as running,
+        httpx.Client(
+            base_url=running.url, headers={"Authorization": "Bearer bench-read"}
+        ) as client,
     ):
         rng = random.Random(3)
         latencies = []
