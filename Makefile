@@ -42,7 +42,7 @@ typecheck: $(VENV)/.installed-test
 pytest: $(VENV)/.installed-test
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed-test
+bench: $(VENV)/.installed-test system-deps
 	$(BIN)/python -m bench.run_all
 
 clean:
