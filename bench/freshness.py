@@ -2,12 +2,13 @@
 visible in lifecycle's GET /v1/customers/{id}, under a steady background load, beside raw
 Kafka's produce-to-consume latency at the same rate in the same run.
 
-    .venv/bin/python -m bench.freshness [--rate 2000] [--seconds 40] [--probes-per-s 8]
+    .venv/bin/python -m bench.freshness [--rate 2000] [--seconds 40] [--probes-per-s 8] [--batch 20]
 
 Ingest and lifecycle (with its consumer, SQLite) run as `touchline serve` processes; the
-background load (realistic Segment calls, 20 per request over 32 connections) is a separate
-process (`bench.ingest --role load`). Probes are new customers: each sends one event, and from
-its 200 polls the customer API every 10 ms (the resolution) until the customer is there.
+background load (realistic Segment calls, 20 per request by default, over 32 connections) is a
+separate process (`bench.ingest --role load`). Probes are new customers: each sends one event,
+and from its 200 polls the customer API every 10 ms (the resolution) until the customer is
+there.
 """
 
 from __future__ import annotations
@@ -29,13 +30,12 @@ from bench.common import Schedule, embedded_broker, percentile, service, service
 from shared.migrate import upgrade
 
 POLL_S = 0.01
-BATCH = 20  # events per background request: many small calls, as browsers send them
 
 
-def background(url: str, rate: float, seconds: float) -> subprocess.Popen[str]:
+def background(url: str, rate: float, seconds: float, batch: int) -> subprocess.Popen[str]:
     args = ["--role", "load", "--target", url, "--rate", str(rate), "--seconds", str(seconds)]
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.ingest", *args, "--batch", str(BATCH), "--connections", "32"],
+        [sys.executable, "-m", "bench.ingest", *args, "--batch", str(batch), "--connections", "32"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -77,8 +77,8 @@ def probes(ingest: str, lifecycle: str, per_s: float, seconds: float) -> list[fl
     return found
 
 
-def raw_latency(bootstrap: str, rate: float, seconds: float) -> list[float]:
-    """Raw Kafka at the same rate: a kafka-python producer process sends batches of BATCH on a
+def raw_latency(bootstrap: str, rate: float, seconds: float, batch: int) -> list[float]:
+    """Raw Kafka at the same rate: a kafka-python producer process sends batches of `batch` on a
     steady schedule, one message of each carrying its send time; this process's consumer
     measures send-to-receipt."""
     from kafka import KafkaConsumer, TopicPartition
@@ -91,9 +91,8 @@ def raw_latency(bootstrap: str, rate: float, seconds: float) -> list[float]:
     for tp in partitions:
         consumer.position(tp)
     args = ["--role", "raw-sender", "--target", bootstrap, "--rate", str(rate)]
-    sender = subprocess.Popen(
-        [sys.executable, "-m", "bench.freshness", *args, "--seconds", str(seconds)]
-    )
+    args += ["--seconds", str(seconds), "--batch", str(batch)]
+    sender = subprocess.Popen([sys.executable, "-m", "bench.freshness", *args])
     latencies: list[float] = []
     while True:
         fetched = consumer.poll(timeout_ms=200, max_records=1000)
@@ -106,20 +105,20 @@ def raw_latency(bootstrap: str, rate: float, seconds: float) -> list[float]:
     return latencies
 
 
-def raw_sender(bootstrap: str, rate: float, seconds: float) -> None:
-    """Send BATCH-sized batches at `rate`, waiting for each batch's acks; the last message of each
+def raw_sender(bootstrap: str, rate: float, seconds: float, batch: int) -> None:
+    """Send `batch`-sized batches at `rate`, waiting for each batch's acks; the last message of each
     (key "p") carries the time it was sent."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2
     )
-    schedule = Schedule(rate, BATCH, seconds)
+    schedule = Schedule(rate, batch, seconds)
     filler = b'{"type": "page", "pad": "' + b"x" * 600 + b'"}'
     while schedule.next_due() is not None:
         futures = [
             producer.send("touchpoints.v1", key=str(n).encode(), value=filler)
-            for n in range(BATCH - 1)
+            for n in range(batch - 1)
         ]
         sent = json.dumps({"sent": time.time()}).encode()
         futures.append(producer.send("touchpoints.v1", key=b"p", value=sent))
@@ -134,16 +133,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000, help="background events/s")
     parser.add_argument("--seconds", type=float, default=40)
     parser.add_argument("--probes-per-s", type=float, default=8)
+    parser.add_argument("--batch", type=int, default=20, help="events per background request")
     parser.add_argument("--role", choices=["bench", "raw-sender"], default="bench")
     parser.add_argument("--target", default="")
     args = parser.parse_args()
     if args.role == "raw-sender":
-        raw_sender(args.target, args.rate, args.seconds)
+        raw_sender(args.target, args.rate, args.seconds, args.batch)
         return
 
     results: dict[str, Any] = {}
     with embedded_broker() as broker, tempfile.TemporaryDirectory() as work:
-        raw = raw_latency(broker.bootstrap, args.rate, args.seconds)
+        raw = raw_latency(broker.bootstrap, args.rate, args.seconds, args.batch)
         url = f"sqlite:///{Path(work) / 'touchline.db'}"
         upgrade(url)
         env = service_env(
@@ -157,7 +157,7 @@ def main() -> None:
             service("lifecycle", env, "TOUCHLINE_LIFECYCLE_PORT") as lifecycle,
         ):
             probe(ingest.url, lifecycle.url, deadline_s=60)  # the consumer has joined its group
-            load = background(ingest.url, args.rate, args.seconds + 5)
+            load = background(ingest.url, args.rate, args.seconds + 5, args.batch)
             time.sleep(3)  # let the steady state set in before the first probe
             fresh = probes(ingest.url, lifecycle.url, args.probes_per_s, args.seconds)
             out, _ = load.communicate(timeout=60)
@@ -169,7 +169,8 @@ def main() -> None:
             "p99_ms": percentile(values, 0.99) * 1000,
         }
     print(
-        f"background load: {achieved['events_per_s']:.0f} events/s through ingest "
+        f"background load: {achieved['events_per_s']:.0f} events/s through ingest in requests of "
+        f"{args.batch} "
         f"(target {args.rate:.0f}, errors {achieved['errors']}, request p99 "
         f"{achieved['p99_ms']:.1f} ms); probe resolution {POLL_S * 1000:.0f} ms"
     )
