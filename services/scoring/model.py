@@ -4,6 +4,7 @@ stored parameters at read time."""
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -29,8 +30,9 @@ from shared import metrics
 
 def summaries(session: Session, observation_end: date) -> tuple[np.ndarray, ...]:
     """x, t_x, T (weeks), mean repeat spend and first day per customer, from purchase days
-    up to `observation_end` (later purchases are ignored by the fit)."""
-    x, t_x, T, m, first_days = [], [], [], [], []
+    up to `observation_end` (later purchases are ignored by the fit). Collected as C doubles, not
+    lists of Python floats: at 1M customers that is 40 MB instead of 160 MB."""
+    x, t_x, T, m, first_days = (array("d") for _ in range(5))
     rows = repository.purchase_days(session, observation_end)
     for _, days in groupby(rows, key=lambda row: row.customer_id):
         history = list(days)
@@ -41,7 +43,7 @@ def summaries(session: Session, observation_end: date) -> tuple[np.ndarray, ...]
         T.append((observation_end - first).days / WEEK_DAYS)
         m.append(sum(d.net for d in history[1:]) / repeats if repeats else 0.0)
         first_days.append(first.toordinal())
-    return tuple(np.asarray(v, dtype=np.float64) for v in (x, t_x, T, m, first_days))
+    return tuple(np.frombuffer(v, dtype=np.float64) for v in (x, t_x, T, m, first_days))
 
 
 def refit(session: Session, observation_end: date) -> dict[str, Any]:
