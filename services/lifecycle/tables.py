@@ -139,4 +139,5 @@ lifecycle_outbox = Table(
     Column("payload", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("topic", String(64), nullable=False, server_default=STAGE_CHANGES),
+    Column("claimed_until", UTCDateTime()),  # a SQLite relay is publishing the row until then
 )

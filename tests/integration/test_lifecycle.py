@@ -4,16 +4,18 @@ across a broker outage), the API, and the CDNOW replay's stage counts."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.lifecycle.api import create_app
 from services.lifecycle.handlers import build_engine
@@ -21,7 +23,7 @@ from services.lifecycle.outbox import relay, relay_once
 from services.lifecycle.tables import lifecycle_customers, lifecycle_outbox
 from shared.broker import EmbeddedBroker
 from shared.events import STAGE_CHANGES, all_topics
-from shared.kafka import BrokerUnavailable, Publisher, ensure_topics
+from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, ensure_topics
 from shared.runtime import ConsumerService
 from tests.support import cdnow_events
 from tests.support.cdnow import transactions
@@ -183,6 +185,85 @@ def test_transitions_wait_in_the_outbox_while_the_broker_is_down(
         finally:
             publisher.close()
     assert len(read_topic(own_broker.bootstrap, STAGE_CHANGES, user, 3)) == 3
+
+
+class SignallingPublisher(Publisher):
+    """Sets `publishing` when a publish starts (and then waits for the broker as usual)."""
+
+    def __init__(self, bootstrap: str, *, client_id: str, timeout_s: float) -> None:
+        super().__init__(bootstrap, client_id=client_id, timeout_s=timeout_s)
+        self.publishing = threading.Event()
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        self.publishing.set()
+        super().publish(messages)
+
+
+def outbox_size(db: sessionmaker[Session]) -> int:
+    with db() as session:
+        return int(session.scalar(select(func.count()).select_from(lifecycle_outbox)) or 0)
+
+
+def test_on_sqlite_a_relay_waiting_for_the_broker_blocks_no_other_writer(
+    own_broker: EmbeddedBroker, sqlite_url: str
+) -> None:
+    engine = build_engine(settings_for(own_broker.bootstrap, sqlite_url))
+    publisher = SignallingPublisher(own_broker.bootstrap, client_id="test-outbox", timeout_s=5)
+    failures: list[BaseException] = []
+    user = f"{uuid.uuid4().hex[:8]}-relay"
+
+    def relay_into_the_outage() -> None:
+        try:
+            relay_once(db, publisher)
+        except BrokerUnavailable as exc:
+            failures.append(exc)
+
+    with sessions(sqlite_url) as db:
+        try:
+            feed(db, engine, [order(day(1), "o", 10, user=user)])
+            own_broker.stop()
+            waiting = threading.Thread(target=relay_into_the_outage)
+            waiting.start()
+            assert publisher.publishing.wait(10), "the relay should have started publishing"
+            # The consumer writes its next batch while the relay still waits for the broker.
+            feed(db, engine, [touch(day(2), user=f"{user}-2")])
+            assert waiting.is_alive(), "the write should not have waited for the relay"
+            waiting.join(30)
+            assert failures, "the relay should have failed with the broker down"
+            assert outbox_size(db) == 4  # nothing taken out
+        finally:
+            own_broker.start()
+        ensure_topics(own_broker.bootstrap, all_topics(), partitions=3)
+        try:  # released on failure: the next round publishes every row, once
+            wait_for(lambda: _relay(db, publisher), lambda n: n == 4, 60, "the relay to recover")
+            assert outbox_size(db) == 0
+        finally:
+            publisher.close()
+    assert len(read_topic(own_broker.bootstrap, STAGE_CHANGES, user, 4)) == 4
+
+
+def test_on_sqlite_rows_claimed_by_a_relay_wait_for_its_lease(
+    broker: EmbeddedBroker, sqlite_url: str
+) -> None:
+    engine = build_engine(settings_for(broker.bootstrap, sqlite_url))
+    publisher = Publisher(broker.bootstrap, client_id="test-outbox", timeout_s=5)
+    with sessions(sqlite_url) as db:
+        try:
+            feed(db, engine, [order(day(1), "o", 10, user=f"{uuid.uuid4().hex[:8]}-lease")])
+            claimed = outbox_size(db)
+            # Another relay claimed the rows and died before publishing them.
+            until = datetime.now(UTC) + timedelta(minutes=5)
+            with db.begin() as session:
+                session.execute(update(lifecycle_outbox).values(claimed_until=until))
+            assert relay_once(db, publisher) == 0
+            with db.begin() as session:  # its lease ran out
+                session.execute(
+                    update(lifecycle_outbox).values(claimed_until=until - timedelta(minutes=10))
+                )
+            assert relay_once(db, publisher) == claimed
+            assert outbox_size(db) == 0
+        finally:
+            publisher.close()
 
 
 def _relay(db: object, publisher: Publisher) -> int:
