@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1, help="ingest worker processes")
     parser.add_argument("--role", choices=["bench", "raw", "load"], default="bench")
     parser.add_argument("--target", default="")
     parser.add_argument("--rate", type=float, default=0, help="events/s; 0: as fast as possible")
@@ -164,6 +165,7 @@ def main() -> None:
             "sqlite://",
             TOUCHLINE_RATE_LIMIT_PER_S="10000000",
             TOUCHLINE_RATE_LIMIT_BURST="10000000",
+            TOUCHLINE_INGEST_WORKERS=str(args.workers),
         )
         with service("ingest", env, "TOUCHLINE_INGEST_PORT") as ingest:
             run("load", ingest.url, 0, seconds=2)  # warm-up
@@ -173,7 +175,10 @@ def main() -> None:
                 results[f"ingest at {level:.0%}"] = run("load", ingest.url, rate)
                 results[f"raw at {level:.0%}"] = run("raw", broker.bootstrap, rate)
     ratio = peak["events_per_s"] / results["raw peak"]["events_per_s"]
-    print(f"batch {args.batch} events per request, {args.connections} connections")
+    print(
+        f"batch {args.batch} events per request, {args.connections} connections, "
+        f"{args.workers} ingest process(es)"
+    )
     for name, r in results.items():
         latency = (
             "pipelined, no per-batch latency"

@@ -19,15 +19,24 @@ def serve(name: str) -> int:
 
     settings = Settings()
     configure_logging(name)
+    options = {
+        "host": settings.host,
+        "port": getattr(settings, f"{name}_port"),
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if name == "ingest" and settings.ingest_workers > 1:
+        # Stateless: each worker process builds the app (and its logging) from the environment.
+        uvicorn.run(
+            "services.ingest.api:worker_app",
+            factory=True,
+            workers=settings.ingest_workers,
+            **options,
+        )
+        return 0
     app = importlib.import_module(f"services.{name}.api").create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=getattr(settings, f"{name}_port"),
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.run(app, **options)
     return 0
 
 

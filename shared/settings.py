@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(default=5000.0, gt=0)  # events per second per write key
     rate_limit_burst: float = Field(default=25_000.0, gt=0)
     cors_origins: str = "*"
+    # Ingest processes behind one port (uvicorn workers). Each holds its own rate limits, so with
+    # N workers a key may reach up to N times rate_limit_per_s.
+    ingest_workers: int = Field(default=1, ge=1)
 
     # lifecycle: the stage model file (default: the packaged services/lifecycle/stages.toml)
     stage_model: Path | None = None

@@ -36,6 +36,7 @@ from shared import metrics
 from shared.api import health_router
 from shared.events import REJECTED, TOUCHPOINTS, RejectedEvent
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, broker_reachable
+from shared.logs import configure_logging
 from shared.privacy import SuppressionList
 from shared.settings import Settings
 
@@ -274,3 +275,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     return app
+
+
+def worker_app() -> FastAPI:
+    """The app of one of several ingest worker processes (`TOUCHLINE_INGEST_WORKERS`; uvicorn
+    builds it in each worker)."""
+    configure_logging("ingest")
+    return create_app()

@@ -3,22 +3,29 @@ error code, and what lands on touchpoints.v1 and touchpoints.rejected.v1."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 
 from services.ingest.api import create_app
-from shared.broker import EmbeddedBroker
+from shared.broker import EmbeddedBroker, free_port
 from shared.events import REJECTED, TOUCHPOINTS, RejectedEvent, Touchpoint, all_topics
 from shared.kafka import ensure_topics
-from tests.support.pipeline import read_topic, settings_for, wait_for
+from tests.support.pipeline import read_topic, settings_env, settings_for, wait_for
 
 AUTH = ("test-key", "")
+TOUCHLINE = str(Path(sys.executable).parent / "touchline")
 
 
 @pytest.fixture
@@ -297,3 +304,38 @@ def test_openapi_documents_the_tracking_routes(client: TestClient) -> None:
         operation = schema["paths"][f"/v1/{route}"]["post"]
         assert "application/json" in operation["requestBody"]["content"]
         assert {"200", "400", "401", "413", "429", "503"} <= set(operation["responses"])
+
+
+def test_several_ingest_workers_share_one_port_and_stop_together(broker: EmbeddedBroker) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        **settings_env(broker.bootstrap, "sqlite://"),
+        "TOUCHLINE_INGEST_PORT": str(port),
+        "TOUCHLINE_INGEST_WORKERS": "2",
+    }
+    server = subprocess.Popen([TOUCHLINE, "serve", "ingest"], env=env, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ready(url), bool, 60, "two ingest workers to serve")
+        run = uuid.uuid4().hex[:8]
+        for n in range(20):  # a connection each: the kernel spreads them over the workers
+            answer = httpx.post(
+                f"{url}/v1/track",
+                json={"userId": f"{run}-{n}", "event": "Product Viewed"},
+                auth=AUTH,
+                timeout=10,
+            )
+            assert answer.status_code == 200, answer.text
+        assert len(read_topic(broker.bootstrap, TOUCHPOINTS, run, 20)) == 20
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+    assert not _ready(url), "every worker stops with the server"
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
