@@ -2,19 +2,20 @@
 visible in lifecycle's GET /v1/customers/{id}, under a steady background load, beside raw
 Kafka's produce-to-consume latency at the same rate in the same run.
 
-    .venv/bin/python -m bench.freshness [--rate 2000] [--seconds 40] [--probes-per-s 8] [--batch 20]
+    .venv/bin/python -m bench.freshness [--rate 2000] [--batch 20] [--ingest-workers 2]
 
-Ingest and lifecycle (with its consumer, SQLite) run as `touchline serve` processes; the
-background load (realistic Segment calls, 20 per request by default, over 32 connections) is a
-separate process (`bench.ingest --role load`). Probes are new customers: each sends one event,
-and from its 200 polls the customer API every 10 ms (the resolution) until the customer is
-there.
+Ingest (two worker processes) and lifecycle (with its consumer, SQLite) run as `touchline serve`
+processes; the background load (realistic Segment calls, 20 per request by default, over 32
+connections) is a separate process (`bench.ingest --role load`). After 10 s of load, probes
+start: each is a new customer that sends one event and, from its 200, polls the customer API
+every 10 ms (the resolution) until the customer is there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from bench.common import Schedule, embedded_broker, percentile, service, service
 from shared.migrate import upgrade
 
 POLL_S = 0.01
+WARM_UP_S = 10
 
 
 def background(url: str, rate: float, seconds: float, batch: int) -> subprocess.Popen[str]:
@@ -64,10 +66,12 @@ def probes(ingest: str, lifecycle: str, per_s: float, seconds: float) -> list[fl
     lock = threading.Lock()
 
     def worker() -> None:
-        while schedule.next_due() is not None:
+        while (due := schedule.next_due()) is not None:
             seconds_to_visible = probe(ingest, lifecycle)
             with lock:
                 found.append(seconds_to_visible)
+                if os.environ.get("FRESHNESS_TRACE"):
+                    print(f"trace {due - schedule.start:6.2f} {seconds_to_visible:7.3f}")
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
@@ -134,6 +138,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40)
     parser.add_argument("--probes-per-s", type=float, default=8)
     parser.add_argument("--batch", type=int, default=20, help="events per background request")
+    parser.add_argument("--ingest-workers", type=int, default=2)
     parser.add_argument("--role", choices=["bench", "raw-sender"], default="bench")
     parser.add_argument("--target", default="")
     args = parser.parse_args()
@@ -151,14 +156,17 @@ def main() -> None:
             url,
             TOUCHLINE_RATE_LIMIT_PER_S="10000000",
             TOUCHLINE_RATE_LIMIT_BURST="10000000",
+            TOUCHLINE_INGEST_WORKERS=str(args.ingest_workers),
         )
         with (
             service("ingest", env, "TOUCHLINE_INGEST_PORT") as ingest,
             service("lifecycle", env, "TOUCHLINE_LIFECYCLE_PORT") as lifecycle,
         ):
             probe(ingest.url, lifecycle.url, deadline_s=60)  # the consumer has joined its group
-            load = background(ingest.url, args.rate, args.seconds + 5, args.batch)
-            time.sleep(3)  # let the steady state set in before the first probe
+            load = background(ingest.url, args.rate, args.seconds + WARM_UP_S + 2, args.batch)
+            # The first seconds of load are not steady: new people, caches, the first
+            # checkpoints (probes then wait up to 20 s once, here). Probe the steady state.
+            time.sleep(WARM_UP_S)
             fresh = probes(ingest.url, lifecycle.url, args.probes_per_s, args.seconds)
             out, _ = load.communicate(timeout=60)
             achieved = json.loads(out.strip().splitlines()[-1])
@@ -170,7 +178,7 @@ def main() -> None:
         }
     print(
         f"background load: {achieved['events_per_s']:.0f} events/s through ingest in requests of "
-        f"{args.batch} "
+        f"{args.batch} ({args.ingest_workers} ingest processes) "
         f"(target {args.rate:.0f}, errors {achieved['errors']}, request p99 "
         f"{achieved['p99_ms']:.1f} ms); probe resolution {POLL_S * 1000:.0f} ms"
     )

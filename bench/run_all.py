@@ -13,6 +13,7 @@ from pathlib import Path
 
 BENCHMARKS = [
     ["bench.ingest"],
+    ["bench.ingest", "--workers", "2", "--connections", "8"],
     ["bench.freshness"],
     ["bench.lifecycle", "--postgres"],
     ["bench.scoring", "--postgres"],
