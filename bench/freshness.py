@@ -164,8 +164,8 @@ def main() -> None:
         ):
             probe(ingest.url, lifecycle.url, deadline_s=60)  # the consumer has joined its group
             load = background(ingest.url, args.rate, args.seconds + WARM_UP_S + 2, args.batch)
-            # The first seconds of load are not steady: new people, caches, the first
-            # checkpoints (probes then wait up to 20 s once, here). Probe the steady state.
+            # Not the first seconds of load: probes then waited up to 20 s once (the consumer
+            # group settling). FRESHNESS_TRACE=1 prints every probe, to see how latency moves.
             time.sleep(WARM_UP_S)
             fresh = probes(ingest.url, lifecycle.url, args.probes_per_s, args.seconds)
             out, _ = load.communicate(timeout=60)
