@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shutil
 import sys
+import tempfile
 
 SERVICES = ("ingest", "lifecycle", "scoring")
 CONSUMERS = ("lifecycle", "scoring")
@@ -28,12 +31,18 @@ def serve(name: str) -> int:
     }
     if name == "ingest" and settings.ingest_workers > 1:
         # Stateless: each worker process builds the app (and its logging) from the environment.
-        uvicorn.run(
-            "services.ingest.api:worker_app",
-            factory=True,
-            workers=settings.ingest_workers,
-            **options,
-        )
+        # Their metrics go to files in one directory, which /metrics of any worker sums up.
+        metrics_dir = tempfile.mkdtemp(prefix="touchline-ingest-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            uvicorn.run(
+                "services.ingest.api:worker_app",
+                factory=True,
+                workers=settings.ingest_workers,
+                **options,
+            )
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         return 0
     app = importlib.import_module(f"services.{name}.api").create_app(settings)
     uvicorn.run(app, **options)

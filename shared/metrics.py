@@ -3,11 +3,20 @@ customer data). Counters are per process; Prometheus sums them across instances.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 
 from fastapi import APIRouter, FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -54,6 +63,7 @@ LAG = Gauge(
     "touchline_consumer_lag",
     "Records between the consumer's position and the end of the partition (last fetch)",
     ["consumer", "topic", "partition"],
+    multiprocess_mode="liveall",  # when ingest runs several worker processes (see below)
 )
 TRANSITIONS = Counter(
     "touchline_lifecycle_transitions",
@@ -110,7 +120,12 @@ def instrument(app: FastAPI, service: str) -> None:
 
     @router.get("/metrics", response_class=Response)
     def metrics() -> Response:
-        """Prometheus text format."""
+        """Prometheus text format: of this process, or summed over every worker process when
+        they share PROMETHEUS_MULTIPROC_DIR (set by `touchline serve` for several workers)."""
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(router)

@@ -328,6 +328,11 @@ def test_several_ingest_workers_share_one_port_and_stop_together(broker: Embedde
             )
             assert answer.status_code == 200, answer.text
         assert len(read_topic(broker.bootstrap, TOUCHPOINTS, run, 20)) == 20
+        # Whichever worker answers the scrape, it counts what every worker accepted.
+        for _ in range(4):
+            assert f'touchline_ingest_events_accepted_total{{channel="other"}} {20.0}' in (
+                httpx.get(f"{url}/metrics", timeout=10).text
+            )
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0
