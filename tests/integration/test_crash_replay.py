@@ -120,7 +120,7 @@ def test_sigkill_at_random_points_during_a_50k_replay_ends_in_the_uninterrupted_
     tmp_path: Path,
 ) -> None:
     seed = random.randrange(1_000_000)
-    events = mixed_traffic(people=8_500, seed=seed)
+    events = mixed_traffic(people=9_000, seed=seed)
     distinct = len({e.message_id for e in events})
     assert distinct >= 50_000
     rng = random.Random(seed)
