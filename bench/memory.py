@@ -19,18 +19,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 from sqlalchemy import func, select
 
-from bench.common import embedded_broker, publish_all, rss_mb, service, service_env
+from bench.common import embedded_broker, publish_all, raw_drain, rss_mb, service, service_env
 from bench.lifecycle import populate, workload
 from bench.scoring import populate_days
 from shared.db import make_engine, processed_messages
-from shared.events import TOUCHPOINTS
 from shared.migrate import upgrade
 
 READ = {"Authorization": "Bearer bench-read"}
@@ -38,23 +36,10 @@ ADMIN = {"Authorization": "Bearer bench-admin"}
 
 
 def raw_consumer(bootstrap: str, count: int) -> None:
-    """Read `count` records of the topic in a fresh group, then print this process's RSS."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        TOUCHPOINTS,
-        bootstrap_servers=bootstrap,
-        group_id=f"raw-{uuid.uuid4().hex}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    seen = 0
-    while seen < count:
-        for records in consumer.poll(timeout_ms=500, max_records=1000).values():
-            seen += len(records)
-        consumer.commit()
+    """Read `count` records of the topic as the drain benchmarks' raw consumer does, then print
+    this process's RSS."""
+    raw_drain(bootstrap, count)
     now, peak = rss_mb(os.getpid())
-    consumer.close()
     print(json.dumps({"rss_mb": now, "peak_mb": peak}))
 
 

@@ -9,7 +9,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from shared.broker import free_port
@@ -36,13 +35,6 @@ class Stack:
             return subprocess.Popen(
                 [TOUCHLINE, "up"], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
-
-
-def ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from shared.settings import DEV_READ_TOKEN
-from tests.e2e.conftest import TOUCHLINE, Stack, ready
-from tests.support.pipeline import wait_for
+from tests.e2e.conftest import TOUCHLINE, Stack
+from tests.support.pipeline import ready, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

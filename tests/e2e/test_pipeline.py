@@ -13,8 +13,8 @@ import pytest
 
 from shared.broker import port_in_use
 from shared.settings import DEV_ADMIN_TOKEN, DEV_READ_TOKEN, DEV_WRITE_KEY
-from tests.e2e.conftest import TOUCHLINE, Stack, ready
-from tests.support.pipeline import wait_for
+from tests.e2e.conftest import TOUCHLINE, Stack
+from tests.support.pipeline import ready, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ from services.ingest.api import create_app
 from shared.broker import EmbeddedBroker, free_port
 from shared.events import REJECTED, TOUCHPOINTS, RejectedEvent, Touchpoint, all_topics
 from shared.kafka import ensure_topics
-from tests.support.pipeline import read_topic, settings_env, settings_for, wait_for
+from tests.support.pipeline import read_topic, ready, settings_env, settings_for, wait_for
 
 AUTH = ("test-key", "")
 TOUCHLINE = str(Path(sys.executable).parent / "touchline")
@@ -317,7 +317,7 @@ def test_several_ingest_workers_share_one_port_and_stop_together(broker: Embedde
     server = subprocess.Popen([TOUCHLINE, "serve", "ingest"], env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _ready(url), bool, 60, "two ingest workers to serve")
+        wait_for(lambda: ready(url), bool, 60, "two ingest workers to serve")
         run = uuid.uuid4().hex[:8]
         for n in range(20):  # a connection each: the kernel spreads them over the workers
             answer = httpx.post(
@@ -336,11 +336,4 @@ def test_several_ingest_workers_share_one_port_and_stop_together(broker: Embedde
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0
-    assert not _ready(url), "every worker stops with the server"
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    assert not ready(url), "every worker stops with the server"

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+import httpx
 from sqlalchemy import Table, func, select
 
 from shared.db import make_engine
@@ -124,3 +125,11 @@ def read_topic(bootstrap: str, topic: str, match: str, count: int) -> list[Recor
     finally:
         reader.close()
     return found
+
+
+def ready(url: str) -> bool:
+    """Does the service at `url` answer /readyz with 200?"""
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
