@@ -38,7 +38,10 @@ def embedded_broker(partitions: int = 6) -> Iterator[EmbeddedBroker]:
 
 @contextmanager
 def postgres_cluster(wanted: bool) -> Iterator[Any]:
-    """A throwaway PostgreSQL cluster (the tests' helper) when `wanted`, else None."""
+    """A throwaway PostgreSQL cluster (the tests' helper) when `wanted`, else None. It gets 2 GB
+    of shared buffers, as a production server on this 24 GiB machine would (a quarter of RAM is
+    the usual advice; the default 128 MB suits a laptop): 1M customers' funnel and its indexes
+    are 1.3 GB, and with the default every conversion report reads most pages from the OS."""
     if not wanted:
         yield None
         return
@@ -46,7 +49,7 @@ def postgres_cluster(wanted: bool) -> Iterator[Any]:
 
     bin_dir = find_pg_bin()
     assert bin_dir is not None, "PostgreSQL server binaries not found"
-    cluster = PostgresCluster(bin_dir)
+    cluster = PostgresCluster(bin_dir, {"shared_buffers": "2GB"})
     cluster.start()
     try:
         yield cluster

@@ -8,6 +8,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from shared.broker import free_port, wait_for_port
@@ -24,8 +25,9 @@ def find_pg_bin() -> Path | None:
 class PostgresCluster:
     """initdb + pg_ctl in a temp dir; as root it runs as `postgres` (PostgreSQL refuses root)."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, settings: Mapping[str, str] | None = None) -> None:
         self.bin_dir = bin_dir
+        self.settings = dict(settings or {})  # postgresql.conf settings (-c name=value)
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="touchline-pg-"))
         self.data = self.dir / "data"
@@ -44,6 +46,7 @@ class PostgresCluster:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8")
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
         options += " -c max_connections=200 -c full_page_writes=off -c synchronous_commit=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             "pg_ctl",
             "-D",
