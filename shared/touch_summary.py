@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Table, case
 from sqlalchemy.orm import Session
 
-from shared.db import upsert_into
+from shared.db import execute_many, upsert_into
 from shared.events import Touchpoint
 
 SUMMARY_COLUMNS = (
@@ -79,7 +79,9 @@ def upsert_summaries(
             plain.append(row)
     for rows in (plain, extended):
         if rows:
-            session.execute(_upsert(session, table, set(rows[0]) - set(SUMMARY_COLUMNS)), rows)
+            execute_many(
+                session, _upsert(session, table, set(rows[0]) - set(SUMMARY_COLUMNS)), rows
+            )
 
 
 def _upsert(session: Session, table: Table, overwrite: set[str]) -> Any:

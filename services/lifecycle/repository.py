@@ -39,7 +39,7 @@ from services.lifecycle.tables import (
     lifecycle_transitions,
 )
 from shared import metrics
-from shared.db import upsert_into
+from shared.db import execute_many, upsert_into
 
 CHUNK = 500
 
@@ -214,7 +214,8 @@ def link_ids(session: Session, links: Mapping[str, str]) -> None:
 
 def add_touches(session: Session, touches: Sequence[tuple[str, Mark]]) -> None:
     if touches:
-        session.execute(
+        execute_many(
+            session,
             upsert_into(session, lifecycle_touches).on_conflict_do_nothing(),
             [
                 {"customer_id": c, "at": m.at, "message_id": m.message_id, "channel": m.channel}
@@ -265,7 +266,8 @@ def save_profiles(session: Session, profiles: Sequence[Profile], now: datetime) 
     if not rows:
         return
     stmt = upsert_into(session, lifecycle_customers)
-    session.execute(
+    execute_many(
+        session,
         stmt.on_conflict_do_update(
             index_elements=[lifecycle_customers.c.customer_id],
             set_={k: stmt.excluded[k] for k in rows[0] if k != "customer_id"},
@@ -279,7 +281,8 @@ def save_touched(session: Session, profiles: Sequence[Profile], now: datetime) -
     events): the last touch and the event count."""
     if profiles:
         c = lifecycle_customers.c
-        session.execute(
+        execute_many(
+            session,
             update(lifecycle_customers)
             .where(c.customer_id == bindparam("id"))
             .values(
@@ -331,7 +334,8 @@ def save_orders(session: Session, orders: Sequence[tuple[str, Order]]) -> None:
     if not orders:
         return
     stmt = upsert_into(session, lifecycle_orders)
-    session.execute(
+    execute_many(
+        session,
         stmt.on_conflict_do_update(
             index_elements=[lifecycle_orders.c.customer_id, lifecycle_orders.c.order_id],
             set_={k: stmt.excluded[k] for k in ("at", "message_id", "channel", "amount")},
@@ -386,14 +390,15 @@ def save_funnel(
     """Drop the funnel rows (customer, stage) in `stale`, then write `entries`."""
     f = lifecycle_funnel.c
     if stale:  # by primary key, row by row (SQLite scans the table for a row-value IN list)
-        session.execute(
+        execute_many(
+            session,
             delete(lifecycle_funnel).where(
                 f.customer_id == bindparam("stale_customer"), f.stage == bindparam("stale_stage")
             ),
             [{"stale_customer": c, "stale_stage": s} for c, s in stale],
         )
     if entries:
-        session.execute(lifecycle_funnel.insert(), [funnel_row(e) for e in entries])
+        execute_many(session, lifecycle_funnel.insert(), [funnel_row(e) for e in entries])
 
 
 def funnel_row(e: FunnelEntry) -> dict[str, Any]:
@@ -463,8 +468,8 @@ def add_transitions(session: Session, new: Sequence[NewTransition], now: datetim
         outbox.append(
             {"key": item.customer_id, "payload": orjson.dumps(payload).decode(), "created_at": now}
         )
-    session.execute(lifecycle_transitions.insert(), rows)
-    session.execute(lifecycle_outbox.insert(), outbox)
+    execute_many(session, lifecycle_transitions.insert(), rows)
+    execute_many(session, lifecycle_outbox.insert(), outbox)
     counts = Counter(
         (i.transition.kind, i.transition.to_stage, i.transition.mark.channel) for i in new
     )

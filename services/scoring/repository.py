@@ -19,7 +19,7 @@ from services.scoring.tables import (
     scoring_orders,
     scoring_population,
 )
-from shared.db import upsert_into
+from shared.db import execute_many, upsert_into
 
 COUNTER_COLUMNS = tuple(Counters.__dataclass_fields__)
 CHUNK = 500
@@ -76,7 +76,8 @@ def save_book(session: Session, book: PurchaseBook) -> None:
     """Write the orders and days; the counters go with the customer's touch summary upsert."""
     if book.orders:
         stmt = upsert_into(session, scoring_orders)
-        session.execute(
+        execute_many(
+            session,
             stmt.on_conflict_do_update(
                 index_elements=[scoring_orders.c.customer_id, scoring_orders.c.order_id],
                 set_={c: stmt.excluded[c] for c in ("completed_at", "amount", "refunded")},
@@ -88,7 +89,8 @@ def save_book(session: Session, book: PurchaseBook) -> None:
         )
     if book.days:
         stmt = upsert_into(session, scoring_days)
-        session.execute(
+        execute_many(
+            session,
             stmt.on_conflict_do_update(
                 index_elements=[scoring_days.c.customer_id, scoring_days.c.day],
                 set_={"net": stmt.excluded.net, "orders": stmt.excluded.orders},
@@ -105,7 +107,8 @@ def add_to_population(session: Session, deltas: Mapping[tuple[str, int], int]) -
     if not deltas:
         return
     stmt = upsert_into(session, scoring_population)
-    session.execute(
+    execute_many(
+        session,
         stmt.on_conflict_do_update(
             index_elements=[scoring_population.c.dimension, scoring_population.c.value],
             set_={"customers": scoring_population.c.customers + stmt.excluded.customers},

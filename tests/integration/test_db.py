@@ -1,0 +1,97 @@
+"""DB plumbing the consumers' speed rests on: `execute_many` writes what SQLAlchemy's executemany
+would (on both databases), and the background `Checkpointer` keeps a SQLite WAL copied back."""
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import bindparam, select, update
+
+from services.lifecycle.tables import lifecycle_touches
+from shared.db import (
+    BACKGROUND_AUTOCHECKPOINT_PAGES,
+    Checkpointer,
+    execute_many,
+    make_engine,
+    make_session_factory,
+    upsert_into,
+)
+
+
+def test_execute_many_inserts_upserts_and_updates_with_converted_values(db_url: str) -> None:
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    t = lifecycle_touches.c
+    at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    other_zone = at.astimezone(timezone(timedelta(hours=-5)))  # the same instant
+    rows = [
+        {"customer_id": "a", "at": at, "message_id": "m1", "channel": "web"},
+        {"customer_id": "b", "at": other_zone, "message_id": "m2", "channel": "email"},
+    ]
+    try:
+        with sessions.begin() as session:
+            insert = upsert_into(session, lifecycle_touches).on_conflict_do_nothing()
+            execute_many(session, insert, rows)
+            execute_many(session, insert, rows[:1])  # a conflict: ignored
+            execute_many(session, insert, [])
+            execute_many(
+                session,
+                update(lifecycle_touches)
+                .where(t.message_id == bindparam("message"))
+                .values(channel=bindparam("new_channel")),
+                [{"message": "m2", "new_channel": "social"}],
+            )
+        with sessions() as session:
+            stored = session.execute(
+                select(t.customer_id, t.at, t.channel).order_by(t.customer_id)
+            ).all()
+        assert [tuple(r) for r in stored] == [("a", at, "web"), ("b", at, "social")]
+        assert all(r.at.tzinfo is UTC for r in stored)
+    finally:
+        engine.dispose()
+
+
+def test_background_checkpoints_copy_the_wal_that_commits_no_longer_copy(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url, background_checkpoints=True)
+    sessions = make_session_factory(engine)
+    database = Path(sqlite_url.removeprefix("sqlite:///"))
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    try:
+        with engine.connect() as conn:
+            pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        assert pages == BACKGROUND_AUTOCHECKPOINT_PAGES  # commits leave it to the Checkpointer
+        before = database.stat().st_size
+        for batch in range(5):  # ~3,000 pages: thrice SQLite's default checkpoint interval
+            with sessions.begin() as session:
+                execute_many(
+                    session,
+                    lifecycle_touches.insert(),
+                    [
+                        {
+                            "customer_id": f"c{batch}-{i:05}",
+                            "at": at,
+                            "message_id": "m" * 100,
+                            "channel": "web",
+                        }
+                        for i in range(10_000)
+                    ],
+                )
+        # The pages are in the WAL only: no commit copied them into the database file.
+        assert database.stat().st_size == before
+        stop = threading.Event()
+        worker = threading.Thread(target=Checkpointer(engine, interval_s=0.05).run, args=(stop,))
+        worker.start()
+        try:
+            deadline = time.monotonic() + 20
+            while database.stat().st_size < before + 8_000_000:
+                assert time.monotonic() < deadline, "the checkpointer copied nothing back"
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            worker.join(5)
+        with engine.connect() as conn:
+            _, frames, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        assert frames == copied  # everything was copied
+    finally:
+        engine.dispose()
