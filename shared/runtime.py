@@ -26,7 +26,7 @@ the collector ran every few events and took a fifth of a consumer's time; it fou
 
 
 def tune_gc() -> None:
-    """Collect garbage less often in a process that runs THE loop (see GC_ALLOCATIONS)."""
+    """Collect garbage less often in a process that runs THE loop or ingest (see GC_ALLOCATIONS)."""
     gc.set_threshold(GC_ALLOCATIONS)
 
 

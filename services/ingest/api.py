@@ -39,6 +39,7 @@ from shared.events import REJECTED, TOUCHPOINTS, RejectedEvent
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, broker_reachable
 from shared.logs import configure_logging
 from shared.privacy import SuppressionList
+from shared.runtime import tune_gc
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tune_gc()  # a request allocates tens of short-lived objects per event, like THE loop
         publisher = Publisher(
             settings.kafka_bootstrap, client_id="ingest", timeout_s=settings.produce_timeout_s
         )
