@@ -163,10 +163,12 @@ class Checkpointer:
     the WAL before they return, and a checkpoint still syncs before the WAL is reused.
 
     PASSIVE checkpoints neither take the write lock nor wait for readers; they copy what they
-    can. Between two consumer commits there is time to copy everything, so the next writer can
-    start the WAL from its beginning again (`journal_size_limit` then trims the file)."""
+    can, and once everything is copied the next writer starts the WAL from its beginning again
+    (`journal_size_limit` then trims the file). Once a second, not after every commit: a page
+    written by several commits in between is copied (and synced) once; at 0.1 s the fsyncs of
+    small commits starved the other services under steady load (freshness p99 4 s, not 1.3 s)."""
 
-    def __init__(self, engine: Engine, interval_s: float = 0.1) -> None:
+    def __init__(self, engine: Engine, interval_s: float = 1.0) -> None:
         self._engine = engine
         self._interval_s = interval_s
 
