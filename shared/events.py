@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
@@ -38,6 +40,19 @@ def all_topics() -> list[str]:
     return main + [dlq(t) for t in main]
 
 
+def _in_utc(value: datetime | None) -> datetime | None:
+    """Aware times in the standard library's UTC: comparing datetimes that share one tzinfo
+    object is several times faster, and consumers compare event times constantly."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("times must carry a timezone")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+_TIMES = ("timestamp", "original_timestamp", "sent_at", "received_at")  # the Touchpoint times
+
+
 class Touchpoint(BaseModel):
     """A normalised touchpoint on `touchpoints.v1`, keyed by `customer_key`."""
 
@@ -63,16 +78,10 @@ class Touchpoint(BaseModel):
     revenue: float | None = None
     currency: str | None = None
 
-    @field_validator("timestamp", "original_timestamp", "sent_at", "received_at")
+    @field_validator(*_TIMES)
     @classmethod
-    def _in_utc(cls, value: datetime | None) -> datetime | None:
-        """Aware times in the standard library's UTC: comparing datetimes that share one tzinfo
-        object is several times faster, and consumers compare event times constantly."""
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("times must carry a timezone")
-        return value if value.tzinfo is UTC else value.astimezone(UTC)
+    def _times_in_utc(cls, value: datetime | None) -> datetime | None:
+        return _in_utc(value)
 
     @property
     def customer_key(self) -> str:
@@ -94,6 +103,38 @@ class Touchpoint(BaseModel):
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+    @classmethod
+    def json_of(cls, fields: Mapping[str, Any]) -> bytes:
+        """What `cls(**fields).to_json()` writes, without building the model: ingest writes every
+        event this way, several times faster (consumers validate what they read anyway).
+
+        `fields` must be values the model takes as they are (what Normaliser checks): JSON values,
+        aware times, every required field and no unknown one.
+        """
+        wire = {}
+        for name, wire_name in _WIRE_NAMES.items():  # in the model's order, like to_json
+            value = fields.get(name, _DEFAULTS.get(name))
+            if value is not None:  # exclude_none
+                wire[wire_name] = value
+        for name in _TIMES:  # the validator's conversion to UTC, only where one is needed
+            time = wire.get(name)
+            if time is not None and time.tzinfo is not UTC:
+                wire[name] = _in_utc(time)
+        try:
+            return orjson.dumps(wire, option=orjson.OPT_UTC_Z)  # UTC as `Z`, like pydantic
+        except orjson.JSONEncodeError:  # integers past 64 bits (never from a JSON body)
+            return cls(**fields).to_json()
+
+
+# What json_of reads of the model, once: each field's wire name (its alias if it has one; the
+# times have none) and the defaults of the optional fields.
+_WIRE_NAMES = {name: info.alias or name for name, info in Touchpoint.model_fields.items()}
+_DEFAULTS = {
+    name: info.get_default(call_default_factory=True)
+    for name, info in Touchpoint.model_fields.items()
+    if not info.is_required()
+}
 
 
 class RejectedEvent(BaseModel):

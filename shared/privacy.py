@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, String, Table, delete, select, text
@@ -50,7 +50,18 @@ def id_hash(any_id: str) -> str:
     return hashlib.sha256(any_id.encode()).hexdigest()[:32]
 
 
-def event_ids(event: Touchpoint) -> list[str]:
+class HasIds(Protocol):
+    """A Touchpoint, or anything else that names an event's ids (ingest's Accepted)."""
+
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def anonymous_id(self) -> str | None: ...
+    @property
+    def previous_id(self) -> str | None: ...
+
+
+def event_ids(event: HasIds) -> list[str]:
     return [i for i in (event.user_id, event.anonymous_id, event.previous_id) if i]
 
 
@@ -192,7 +203,9 @@ class SuppressionList:
     def wait_ready(self, timeout_s: float) -> bool:
         return self._ready.wait(timeout_s)
 
-    def suppressed(self, event: Touchpoint) -> bool:
+    def suppressed(self, event: HasIds) -> bool:
+        if not self._hashes:  # nobody was ever erased: skip hashing the ids
+            return False
         return any(id_hash(i) in self._hashes for i in event_ids(event))
 
     def add(self, value: bytes) -> None:

@@ -154,7 +154,7 @@ class Ingest:
             try:
                 if len(orjson.dumps(raw)) > MAX_EVENT_BYTES:
                     raise Rejected(f"event exceeds the {MAX_EVENT_BYTES // 1024} KB limit", 413)
-                touchpoint = self.normaliser.touchpoint(
+                touchpoint = self.normaliser.accept(
                     raw,
                     kind=kind,
                     source=source,
@@ -183,9 +183,7 @@ class Ingest:
                 message_id = _client_message_id(raw)
                 rejected.append(RejectedItem(index=index, messageId=message_id, reason=SUPPRESSED))
                 continue
-            messages.append(
-                OutgoingMessage(TOUCHPOINTS, touchpoint.customer_key, touchpoint.to_json())
-            )
+            messages.append(OutgoingMessage(TOUCHPOINTS, touchpoint.customer_key, touchpoint.value))
             channels.append(touchpoint.channel)
 
         try:

@@ -7,8 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.payloads import batches
 from services.ingest.channels import ChannelClassifier
-from services.ingest.normalise import Normaliser, Rejected, event_time
+from services.ingest.normalise import Accepted, Normaliser, Rejected, event_time
+from shared.events import Touchpoint
+from shared.privacy import event_ids
 
 RECEIVED = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 normaliser = Normaliser(ChannelClassifier.from_file())
@@ -148,6 +151,114 @@ def test_batch_context_is_merged_under_the_event_context() -> None:
     assert ts.channel == "mobile"
 
 
+def assert_published_as_built(
+    raw: dict[str, Any], kind: str | None = "track", **options: Any
+) -> Accepted:
+    """What ingest publishes (`accept`, no model built) is the touchpoint the model builds: the
+    same bytes, decoding to the same touchpoint, with the same key, channel and ids beside it."""
+    built = normalise(raw, kind, **options)
+    accepted = normaliser.accept(raw, kind=kind, source="web-site", received_at=RECEIVED, **options)
+    decoded = Touchpoint.model_validate_json(accepted.value)
+    if "messageId" not in raw:  # each call draws a new one
+        decoded = decoded.model_copy(update={"message_id": built.message_id})
+    else:
+        assert accepted.value == built.to_json()
+    assert decoded == built
+    assert (accepted.customer_key, accepted.channel) == (built.customer_key, built.channel)
+    assert event_ids(accepted) == event_ids(built)
+    return accepted
+
+
+def test_published_json_is_the_touchpoint_for_the_benchmark_traffic() -> None:
+    for body in batches(5, 100):
+        sent_at = datetime.fromisoformat(body["sentAt"])
+        for raw in body["batch"]:
+            assert_published_as_built(raw, None, batch_sent_at=sent_at)
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "options"),
+    [
+        ({"userId": "u", "event": "E", "timestamp": "2026-06-01T11:00:00"}, "track", {}),  # naive
+        ({"userId": "u", "event": "E", "timestamp": "2026-06-01T14:00:00+02:00"}, "track", {}),
+        (
+            {"userId": "u", "event": "E", "timestamp": "2026-06-01T12:09:00.5Z"},
+            "track",
+            {"batch_sent_at": datetime(2026, 6, 1, 12, 10, tzinfo=UTC)},
+        ),
+        (
+            {"userId": "u", "event": "E", "timestamp": "1997-01-01T00:00:00-05:00"},
+            "track",
+            {"historical": True, "batch_sent_at": datetime(2026, 6, 1, tzinfo=UTC)},
+        ),
+        (
+            {
+                "userId": "u",
+                "event": "E",
+                "timestamp": "2026-06-01T12:09:00+01:00",
+                "sentAt": "2026-06-01T12:10:00+01:00",
+            },
+            "track",
+            {},
+        ),
+        ({"userId": "u", "event": "E", "timestamp": "2026-06-03T12:00:00Z"}, "track", {}),
+        (
+            {"userId": "u", "event": "Order Completed", "properties": {"revenue": 19, "total": 2}},
+            "track",
+            {},
+        ),
+        (
+            {
+                "type": "track",
+                "userId": "u",
+                "event": "Order Completed",
+                "properties": {"total": "-2"},
+            },
+            None,
+            {},
+        ),
+        (
+            {
+                "userId": "u",
+                "event": "Order Refunded",
+                "properties": {"revenue": 1, "currency": "e"},
+            },
+            "track",
+            {},
+        ),
+        ({"userId": "new", "previousId": 7, "type": "alias"}, None, {}),
+        ({"anonymousId": "a", "groupId": "g", "traits": {"name": "Acme"}}, "group", {}),
+        ({"userId": "u", "traits": {"plan": None, "n": 1.5}, "event": "odd"}, "identify", {}),
+        ({"anonymousId": "a", "name": "Home", "context": {"app": {"name": "Shop"}}}, "screen", {}),
+        (
+            {"userId": "u", "event": "E", "context": {"app": {"name": "Shop"}}},
+            "track",
+            {"batch_context": {"library": {"name": "py"}, "app": {"name": "ignored"}}},
+        ),
+        ({"userId": 42, "event": "E", "properties": {"big": 2**63, "s": "é\u0000"}}, "track", {}),
+        ({"userId": "u", "event": "E", "properties": {"huge": 2**70}}, "track", {}),  # not JSON
+    ],
+)
+def test_published_json_is_the_touchpoint_for_every_kind_of_call(
+    raw: dict[str, Any], kind: str | None, options: dict[str, Any]
+) -> None:
+    assert_published_as_built({**raw, "messageId": "m-1"}, kind, **options)
+    assert_published_as_built(raw, kind, **options)  # without a messageId: one is assigned
+
+
+def test_values_the_model_refuses_are_refused_alike() -> None:
+    raw = {"userId": "u", "event": {"not": "a name"}}
+    with pytest.raises(Rejected) as built:
+        normalise(raw, kind="identify")
+    with pytest.raises(Rejected) as published:
+        normaliser.accept(raw, kind="identify", source="web-site", received_at=RECEIVED)
+    assert (
+        published.value.reason
+        == built.value.reason
+        == "invalid event: Input should be a valid string"
+    )
+
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda inner: (
@@ -167,10 +278,14 @@ def test_any_json_either_normalises_or_is_rejected_with_a_reason(
     raw: dict[str, Any], kind: str | None
 ) -> None:
     """Whatever a client sends in a call's fields, the answer is a touchpoint or a Rejected
-    with a readable reason: never another exception (a 500)."""
+    with a readable reason: never another exception (a 500). What ingest publishes agrees."""
     try:
         touchpoint = normalise(raw, kind=kind)
     except Rejected as exc:
         assert exc.reason and 400 <= exc.status < 500
+        with pytest.raises(Rejected) as published:
+            normaliser.accept(raw, kind=kind, source="web-site", received_at=RECEIVED)
+        assert (published.value.reason, published.value.status) == (exc.reason, exc.status)
     else:
         assert touchpoint.customer_key
+        assert_published_as_built(raw, kind)
