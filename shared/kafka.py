@@ -95,7 +95,8 @@ class Publisher:
                 producer.send(m.topic, key=m.key.encode() if m.key else None, value=m.value)
                 for m in messages
             ]
-            producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
+            # No flush(): it would send every partly filled batch of every concurrent request at
+            # once, in smaller produce requests; linger_ms batches them, the futures say when done.
             for future in futures:
                 future.get(timeout=max(deadline - time.monotonic(), 0.001))
         except KafkaError as exc:

@@ -154,7 +154,7 @@ class Ingest:
             try:
                 if len(orjson.dumps(raw)) > MAX_EVENT_BYTES:
                     raise Rejected(f"event exceeds the {MAX_EVENT_BYTES // 1024} KB limit", 413)
-                touchpoint = self.normaliser.accept(
+                accepted = self.normaliser.accept(
                     raw,
                     kind=kind,
                     source=source,
@@ -177,14 +177,14 @@ class Ingest:
                 )
                 messages.append(OutgoingMessage(REJECTED, None, row.to_json()))
                 continue
-            if self.suppressions.suppressed(touchpoint):
+            if self.suppressions.suppressed(accepted):
                 # Rejected but not recorded anywhere: the person asked for their data to be erased.
                 single_error = Rejected(SUPPRESSED, 403)
                 message_id = _client_message_id(raw)
                 rejected.append(RejectedItem(index=index, messageId=message_id, reason=SUPPRESSED))
                 continue
-            messages.append(OutgoingMessage(TOUCHPOINTS, touchpoint.customer_key, touchpoint.value))
-            channels.append(touchpoint.channel)
+            messages.append(OutgoingMessage(TOUCHPOINTS, accepted.customer_key, accepted.value))
+            channels.append(accepted.channel)
 
         try:
             with metrics.PRODUCE_SECONDS.time():
