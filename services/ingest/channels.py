@@ -29,7 +29,10 @@ def _lower(value: Any) -> str:
 
 
 def _host(url: str) -> str:
-    host = urlsplit(url if "//" in url else f"//{url}").hostname or ""
+    try:
+        host = urlsplit(url if "//" in url else f"//{url}").hostname or ""
+    except ValueError:  # not a URL (`http://[x`): no host, so no domain matches
+        return ""
     return host.removeprefix("www.")
 
 

@@ -46,7 +46,12 @@ def parse_time(value: Any, name: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise Rejected(f"{name} is not a valid ISO 8601 time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not parsed.tzinfo:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 lies before the first representable UTC time
+        raise Rejected(f"{name} is out of range") from None
 
 
 def event_time(
@@ -65,7 +70,10 @@ def event_time(
         return received_at
     corrected = timestamp
     if sent_at is not None and not historical:
-        corrected = received_at - (sent_at - timestamp)
+        try:
+            corrected = received_at - (sent_at - timestamp)
+        except OverflowError:  # a device clock thousands of years off
+            raise Rejected("timestamp and sentAt are too far apart to correct") from None
     if corrected - received_at > FUTURE_LIMIT:
         return received_at
     return corrected

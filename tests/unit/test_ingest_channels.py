@@ -28,6 +28,7 @@ classifier = ChannelClassifier.from_file()
         ("page", {"context": {"page": {"referrer": "https://l.instagram.com/?u=x"}}}, "social"),
         ("page", {"context": {"page": {"referrer": "https://t.co/abc"}}}, "social"),
         ("page", {"context": {"page": {"referrer": "https://notfacebook.com/"}}}, "web"),
+        ("page", {"context": {"page": {"referrer": "http://[x"}}}, "web"),  # no URL: no domain
         # 4. Segment email events
         ("track", {"event": "Email Link Clicked"}, "email"),
         ("track", {"event": "Email Opened", "context": {"userAgent": "Mozilla/5.0"}}, "email"),

@@ -77,6 +77,25 @@ def test_event_time_arithmetic() -> None:
 
 
 @pytest.mark.parametrize(
+    ("times", "reason"),
+    [
+        ({"timestamp": "0001-01-01T00:00:00+14:00"}, "timestamp is out of range"),
+        ({"timestamp": "9999-12-31T23:59:59-10:00"}, "timestamp is out of range"),
+        ({"sentAt": "0001-01-01T00:00:00+01:00"}, "sentAt is out of range"),
+        (
+            {"timestamp": "0001-01-01T00:00:00Z", "sentAt": "9999-12-31T00:00:00Z"},
+            "too far apart to correct",
+        ),
+    ],
+)
+def test_times_outside_the_representable_range_are_rejected(
+    times: dict[str, str], reason: str
+) -> None:
+    with pytest.raises(Rejected, match=reason):
+        normalise({"userId": "u", "event": "E", **times})
+
+
+@pytest.mark.parametrize(
     "junk", ["null", "undefined", "anonymous", "0", "-1", "[object Object]", "NaN", "  ", "None", 0]
 )
 def test_junk_ids_are_rejected(junk: Any) -> None:
