@@ -23,7 +23,13 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from services.ingest.channels import ChannelClassifier
-from services.ingest.normalise import MAX_EVENT_BYTES, Normaliser, Rejected, parse_time
+from services.ingest.normalise import (
+    MAX_EVENT_BYTES,
+    Normaliser,
+    Rejected,
+    accept,
+    parse_time,
+)
 from services.ingest.ratelimit import RateLimiter, retry_after_header
 from services.ingest.schemas import (
     ERROR_RESPONSES,
@@ -154,14 +160,16 @@ class Ingest:
             try:
                 if len(orjson.dumps(raw)) > MAX_EVENT_BYTES:
                     raise Rejected(f"event exceeds the {MAX_EVENT_BYTES // 1024} KB limit", 413)
-                accepted = self.normaliser.accept(
-                    raw,
-                    kind=kind,
-                    source=source,
-                    received_at=received_at,
-                    batch_sent_at=batch_sent_at,
-                    batch_context=batch_context,
-                    historical=historical,
+                accepted = accept(
+                    self.normaliser.fields(
+                        raw,
+                        kind=kind,
+                        source=source,
+                        received_at=received_at,
+                        batch_sent_at=batch_sent_at,
+                        batch_context=batch_context,
+                        historical=historical,
+                    )
                 )
             except Rejected as exc:
                 single_error = exc

@@ -129,18 +129,39 @@ class Accepted:
     previous_id: str | None
 
 
-def _model(fields: dict[str, Any]) -> Touchpoint:
+def touchpoint(fields: dict[str, Any]) -> Touchpoint:
+    """The pydantic Touchpoint of `Normaliser.fields`' result, or Rejected."""
     try:
         return Touchpoint(**fields)
     except ValidationError as exc:
         raise Rejected(f"invalid event: {exc.errors()[0]['msg']}") from None
 
 
+def accept(fields: dict[str, Any]) -> Accepted:
+    """`touchpoint(fields)`, ready to publish, without building the pydantic model: ingest's hot
+    path (the JSON decodes to that same touchpoint; a unit test holds them together)."""
+    if isinstance(fields["event"], str | None):
+        value = Touchpoint.json_of(fields)
+    else:
+        # The one value `fields` passes on unchecked (`event` of an identify, group or alias):
+        # the model refuses it, with the reason clients have always been given.
+        value = touchpoint(fields).to_json()
+    user_id, anonymous_id = fields["user_id"], fields["anonymous_id"]
+    return Accepted(
+        value,
+        user_id or anonymous_id,
+        fields["channel"],
+        user_id,
+        anonymous_id,
+        fields["previous_id"],
+    )
+
+
 class Normaliser:
     def __init__(self, channels: ChannelClassifier) -> None:
         self._channels = channels
 
-    def touchpoint(
+    def fields(
         self,
         raw: Any,
         *,
@@ -150,55 +171,9 @@ class Normaliser:
         batch_sent_at: datetime | None = None,
         batch_context: Mapping[str, Any] | None = None,
         historical: bool = False,
-    ) -> Touchpoint:
-        """The normalised touchpoint for one raw call (`kind` from the route, else its `type`)."""
-        return _model(
-            self._fields(raw, kind, source, received_at, batch_sent_at, batch_context, historical)
-        )
-
-    def accept(
-        self,
-        raw: Any,
-        *,
-        kind: str | None,
-        source: str,
-        received_at: datetime,
-        batch_sent_at: datetime | None = None,
-        batch_context: Mapping[str, Any] | None = None,
-        historical: bool = False,
-    ) -> Accepted:
-        """What `touchpoint` gives, ready to publish, without building the pydantic model: ingest's
-        hot path (the JSON decodes to that same touchpoint; a unit test holds them together)."""
-        fields = self._fields(
-            raw, kind, source, received_at, batch_sent_at, batch_context, historical
-        )
-        if isinstance(fields["event"], str | None):
-            value = Touchpoint.json_of(fields)
-        else:
-            # The one value _fields passes on unchecked (`event` of an identify, group or alias):
-            # the model refuses it, with the reason clients have always been given.
-            value = _model(fields).to_json()
-        user_id, anonymous_id = fields["user_id"], fields["anonymous_id"]
-        return Accepted(
-            value,
-            user_id or anonymous_id,
-            fields["channel"],
-            user_id,
-            anonymous_id,
-            fields["previous_id"],
-        )
-
-    def _fields(
-        self,
-        raw: Any,
-        kind: str | None,
-        source: str,
-        received_at: datetime,
-        batch_sent_at: datetime | None,
-        batch_context: Mapping[str, Any] | None,
-        historical: bool,
     ) -> dict[str, Any]:
-        """The Touchpoint's fields (by name) for one raw call, or Rejected."""
+        """The Touchpoint's fields (by name) for one raw call (`kind` from the route, else its
+        `type`), or Rejected; `touchpoint` or `accept` turns them into the message."""
         if not isinstance(raw, dict):
             raise Rejected("event must be a JSON object")
         kind = kind or raw.get("type")

@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 
 from bench.payloads import batches
 from services.ingest.channels import ChannelClassifier
-from services.ingest.normalise import Accepted, Normaliser, Rejected, event_time
+from services.ingest.normalise import (
+    Accepted,
+    Normaliser,
+    Rejected,
+    accept,
+    event_time,
+    touchpoint,
+)
 from shared.events import Touchpoint
 from shared.privacy import event_ids
 
@@ -18,7 +25,9 @@ normaliser = Normaliser(ChannelClassifier.from_file())
 
 
 def normalise(raw: dict[str, Any], kind: str | None = "track", **options: Any) -> Any:
-    return normaliser.touchpoint(raw, kind=kind, source="web-site", received_at=RECEIVED, **options)
+    return touchpoint(
+        normaliser.fields(raw, kind=kind, source="web-site", received_at=RECEIVED, **options)
+    )
 
 
 def test_skew_correction_uses_the_client_clock_offset() -> None:
@@ -154,7 +163,7 @@ def test_refund_revenue_and_currency_and_bad_amounts() -> None:
 
 def test_bad_shapes_and_times_are_rejected_with_reasons() -> None:
     with pytest.raises(Rejected, match="JSON object"):
-        normaliser.touchpoint([1], kind="track", source="s", received_at=RECEIVED)
+        touchpoint(normaliser.fields([1], kind="track", source="s", received_at=RECEIVED))
     with pytest.raises(Rejected, match="properties must be an object"):
         normalise({"userId": "u", "event": "E", "properties": [1]})
     with pytest.raises(Rejected, match="timestamp is not a valid ISO 8601"):
@@ -176,7 +185,9 @@ def assert_published_as_built(
     """What ingest publishes (`accept`, no model built) is the touchpoint the model builds: the
     same bytes, decoding to the same touchpoint, with the same key, channel and ids beside it."""
     built = normalise(raw, kind, **options)
-    accepted = normaliser.accept(raw, kind=kind, source="web-site", received_at=RECEIVED, **options)
+    accepted = accept(
+        normaliser.fields(raw, kind=kind, source="web-site", received_at=RECEIVED, **options)
+    )
     decoded = Touchpoint.model_validate_json(accepted.value)
     if "messageId" not in raw:  # each call draws a new one
         decoded = decoded.model_copy(update={"message_id": built.message_id})
@@ -270,7 +281,7 @@ def test_values_the_model_refuses_are_refused_alike() -> None:
     with pytest.raises(Rejected) as built:
         normalise(raw, kind="identify")
     with pytest.raises(Rejected) as published:
-        normaliser.accept(raw, kind="identify", source="web-site", received_at=RECEIVED)
+        accept(normaliser.fields(raw, kind="identify", source="web-site", received_at=RECEIVED))
     assert (
         published.value.reason
         == built.value.reason
@@ -303,7 +314,7 @@ def test_any_json_either_normalises_or_is_rejected_with_a_reason(
     except Rejected as exc:
         assert exc.reason and 400 <= exc.status < 500
         with pytest.raises(Rejected) as published:
-            normaliser.accept(raw, kind=kind, source="web-site", received_at=RECEIVED)
+            accept(normaliser.fields(raw, kind=kind, source="web-site", received_at=RECEIVED))
         assert (published.value.reason, published.value.status) == (exc.reason, exc.status)
     else:
         assert touchpoint.customer_key
