@@ -71,14 +71,14 @@ class LifecycleEngine:
         if not events:
             return
         now = repository.utcnow()
-        graph = repository.lock_ids(
+        graph, read = repository.lock_ids(
             session, {i for e in events for i in (e.user_id, e.anonymous_id, e.previous_id) if i}
         )
         owners = [graph.resolve(e.user_id, e.anonymous_id, e.previous_id) for e in events]
         owners = [graph.final(o) for o in owners]
         merged = {into for _, into in graph.merges}
         profiles = repository.load_profiles(
-            session, set(owners) | {absorbed for absorbed, _ in graph.merges}
+            session, set(owners) | {absorbed for absorbed, _ in graph.merges}, read=read
         )
         known_before = {c: p.known for c, p in profiles.items()}
         needs_journey = set(merged) | {a for a, _ in graph.merges}
@@ -158,8 +158,9 @@ class LifecycleEngine:
             raise ValueError(f"unknown stage {stage!r}; the model has {self.model.names}")
         if not repository.claim(session, any_id):
             raise UnknownCustomer(any_id)
-        customer = repository.lock_ids(session, {any_id}).customer_of[any_id]
-        profile = repository.load_profiles(session, [customer])[customer]
+        graph, read = repository.lock_ids(session, {any_id})
+        customer = graph.customer_of[any_id]
+        profile = repository.load_profiles(session, [customer], read=read)[customer]
         repository.complete_profiles(session, [profile])
         now = repository.utcnow()
         reset = Transition(RESET, profile.stage, stage, Mark(now, "", ""))

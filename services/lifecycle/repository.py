@@ -39,7 +39,7 @@ from services.lifecycle.tables import (
     lifecycle_transitions,
 )
 from shared import metrics
-from shared.db import execute_many, upsert_into
+from shared.db import execute_many, once_per_dialect, upsert_into
 
 CHUNK = 500
 
@@ -48,6 +48,50 @@ def _chunks(items: Iterable[Any]) -> Iterator[list[Any]]:
     ordered = sorted(items)
     for start in range(0, len(ordered), CHUNK):
         yield ordered[start : start + CHUNK]
+
+
+# Statements of the hot path, built once (see shared.db.once_per_dialect).
+
+
+@once_per_dialect
+def _touch_insert(session: Session) -> Any:
+    return upsert_into(session, lifecycle_touches).on_conflict_do_nothing()
+
+
+@once_per_dialect
+def _profile_upsert(session: Session) -> Any:
+    stmt = upsert_into(session, lifecycle_customers)
+    return stmt.on_conflict_do_update(
+        index_elements=[lifecycle_customers.c.customer_id],
+        set_={c.name: stmt.excluded[c.name] for c in lifecycle_customers.c if not c.primary_key},
+    )
+
+
+@once_per_dialect
+def _order_upsert(session: Session) -> Any:
+    stmt = upsert_into(session, lifecycle_orders)
+    return stmt.on_conflict_do_update(
+        index_elements=[lifecycle_orders.c.customer_id, lifecycle_orders.c.order_id],
+        set_={k: stmt.excluded[k] for k in ("at", "message_id", "channel", "amount")},
+    )
+
+
+_TOUCHED = (
+    update(lifecycle_customers)
+    .where(lifecycle_customers.c.customer_id == bindparam("id"))
+    .values(
+        last_touch_at=bindparam("last"),
+        event_count=bindparam("events"),
+        updated_at=bindparam("now"),
+    )
+)
+_FUNNEL_DELETE = delete(lifecycle_funnel).where(
+    lifecycle_funnel.c.customer_id == bindparam("stale_customer"),
+    lifecycle_funnel.c.stage == bindparam("stale_stage"),
+)
+_FUNNEL_INSERT = lifecycle_funnel.insert()
+_TRANSITION_INSERT = lifecycle_transitions.insert()
+_OUTBOX_INSERT = lifecycle_outbox.insert()
 
 
 @dataclass
@@ -82,28 +126,42 @@ def claim(session: Session, any_id: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def lock_ids(session: Session, ids: set[str]) -> Identities:
+_IDS_WITH_PROFILES = (
+    select(
+        lifecycle_ids.c.id.label("lookup_id"),
+        lifecycle_ids.c.customer_id.label("lookup_customer"),
+        lifecycle_customers,
+    )
+    .outerjoin(
+        lifecycle_customers, lifecycle_customers.c.customer_id == lifecycle_ids.c.customer_id
+    )
+    .where(lifecycle_ids.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(lifecycle_ids.c.id)
+    .with_for_update(of=lifecycle_ids)
+)
+
+
+def lock_ids(session: Session, ids: set[str]) -> tuple[Identities, dict[str, Profile | None]]:
     """Lock the rows of the given ids, creating those never seen (each its own customer until an
-    event links it), and return their slice of the identity graph."""
+    event links it), and return their slice of the identity graph, with the stored profile (or
+    None) of every customer it names, read by the same query: pass them on to `load_profiles`."""
     customer_of: dict[str, str] = {}
     existing: set[str] = set()
     known: set[str] = set()
+    read: dict[str, Profile | None] = {}
 
     def lock(chunk: list[str]) -> None:
-        ids_, customers = lifecycle_ids, lifecycle_customers
-        rows = session.execute(
-            select(ids_.c.id, ids_.c.customer_id, customers.c.known)
-            .outerjoin(customers, customers.c.customer_id == ids_.c.customer_id)
-            .where(ids_.c.id.in_(chunk))
-            .order_by(ids_.c.id)
-            .with_for_update(of=ids_)
-        )
-        for row in rows:
-            customer_of[row.id] = row.customer_id
-            if row.known is not None:
-                existing.add(row.customer_id)
-                if row.known:
-                    known.add(row.customer_id)
+        for row in session.execute(_IDS_WITH_PROFILES, {"ids": chunk}):
+            customer = customer_of[row.lookup_id] = row.lookup_customer
+            if customer in read:
+                continue
+            if row.customer_id is None:
+                read[customer] = None
+                continue
+            read[customer] = _profile(row)
+            existing.add(customer)
+            if row.known:
+                known.add(customer)
 
     for chunk in _chunks(ids):
         lock(chunk)
@@ -118,22 +176,40 @@ def lock_ids(session: Session, ids: set[str]) -> Identities:
             )
         )
         customer_of.update((i, i) for i in created)
+        read.update((i, None) for i in created)
         # Created meanwhile by another instance (the insert waited for its commit): lock them now.
         for chunk in _chunks(set(missing) - created):
             lock(chunk)
-    return Identities(customer_of, existing, known)
+    return Identities(customer_of, existing, known), read
+
+
+_PROFILES = select(lifecycle_customers).where(
+    lifecycle_customers.c.customer_id.in_(bindparam("customers", expanding=True))
+)
 
 
 def load_profiles(
-    session: Session, customer_ids: Iterable[str], lock: bool = True
+    session: Session,
+    customer_ids: Iterable[str],
+    lock: bool = True,
+    read: Mapping[str, Profile | None] | None = None,
 ) -> dict[str, Profile]:
-    """The stored profiles of these customers, locked for this transaction unless `lock` is off."""
-    c = lifecycle_customers.c
+    """The stored profiles of these customers, locked for this transaction unless `lock` is off.
+
+    `read`: what `lock_ids` read of them in this transaction. SQLite takes it as it is (it runs
+    one writer at a time, and the transaction has written already); PostgreSQL reads every
+    profile again, under the customers' row locks taken in order."""
+    wanted = set(customer_ids)
+    if read is not None and wanted <= read.keys() and session.get_bind().dialect.name == "sqlite":
+        return {c: p for c in wanted if (p := read[c]) is not None}
+    query = (
+        _PROFILES.order_by(lifecycle_customers.c.customer_id).with_for_update()
+        if lock
+        else _PROFILES
+    )
     profiles: dict[str, Profile] = {}
-    for chunk in _chunks(customer_ids):
-        query = select(lifecycle_customers).where(c.customer_id.in_(chunk))
-        rows = session.execute(query.order_by(c.customer_id).with_for_update() if lock else query)
-        for row in rows:
+    for chunk in _chunks(wanted):
+        for row in session.execute(query, {"customers": chunk}):
             profiles[row.customer_id] = _profile(row)
     return profiles
 
@@ -216,7 +292,7 @@ def add_touches(session: Session, touches: Sequence[tuple[str, Mark]]) -> None:
     if touches:
         execute_many(
             session,
-            upsert_into(session, lifecycle_touches).on_conflict_do_nothing(),
+            _touch_insert(session),
             [
                 {"customer_id": c, "at": m.at, "message_id": m.message_id, "channel": m.channel}
                 for c, m in touches
@@ -265,31 +341,16 @@ def save_profiles(session: Session, profiles: Sequence[Profile], now: datetime) 
     rows = [_row(p, now) for p in sorted(profiles, key=lambda p: p.customer_id)]
     if not rows:
         return
-    stmt = upsert_into(session, lifecycle_customers)
-    execute_many(
-        session,
-        stmt.on_conflict_do_update(
-            index_elements=[lifecycle_customers.c.customer_id],
-            set_={k: stmt.excluded[k] for k in rows[0] if k != "customer_id"},
-        ),
-        rows,
-    )
+    execute_many(session, _profile_upsert(session), rows)
 
 
 def save_touched(session: Session, profiles: Sequence[Profile], now: datetime) -> None:
     """Write what a touch changes on a stored profile whose stage facts did not move (most
     events): the last touch and the event count."""
     if profiles:
-        c = lifecycle_customers.c
         execute_many(
             session,
-            update(lifecycle_customers)
-            .where(c.customer_id == bindparam("id"))
-            .values(
-                last_touch_at=bindparam("last"),
-                event_count=bindparam("events"),
-                updated_at=bindparam("now"),
-            ),
+            _TOUCHED,
             [
                 {
                     "id": p.customer_id,
@@ -333,13 +394,9 @@ def _row(p: Profile, now: datetime) -> dict[str, Any]:
 def save_orders(session: Session, orders: Sequence[tuple[str, Order]]) -> None:
     if not orders:
         return
-    stmt = upsert_into(session, lifecycle_orders)
     execute_many(
         session,
-        stmt.on_conflict_do_update(
-            index_elements=[lifecycle_orders.c.customer_id, lifecycle_orders.c.order_id],
-            set_={k: stmt.excluded[k] for k in ("at", "message_id", "channel", "amount")},
-        ),
+        _order_upsert(session),
         [
             {
                 "customer_id": c,
@@ -388,20 +445,22 @@ def save_funnel(
     session: Session, stale: Sequence[tuple[str, str]], entries: Sequence[FunnelEntry]
 ) -> None:
     """Drop the funnel rows (customer, stage) in `stale`, then write `entries`."""
-    f = lifecycle_funnel.c
     if stale:  # by primary key, row by row (SQLite scans the table for a row-value IN list)
         execute_many(
             session,
-            delete(lifecycle_funnel).where(
-                f.customer_id == bindparam("stale_customer"), f.stage == bindparam("stale_stage")
-            ),
+            _FUNNEL_DELETE,
             [{"stale_customer": c, "stale_stage": s} for c, s in stale],
         )
     if entries:
-        execute_many(session, lifecycle_funnel.insert(), [funnel_row(e) for e in entries])
+        execute_many(session, _FUNNEL_INSERT, [funnel_row(e) for e in entries])
+
+
+_CREDIT_COLUMNS = [credit_column(model, channel) for model in MODELS for channel in CHANNELS]
+_NO_CREDIT = (0.0,) * len(MODELS)
 
 
 def funnel_row(e: FunnelEntry) -> dict[str, Any]:
+    """The entry's row, keys in the table's column order."""
     row: dict[str, Any] = {
         "customer_id": e.customer_id,
         "stage": e.stage,
@@ -409,10 +468,10 @@ def funnel_row(e: FunnelEntry) -> dict[str, Any]:
         "channel": e.channel,
         "value": e.value,
     }
-    for m, model in enumerate(MODELS):
-        for channel in CHANNELS:
-            shares = e.credits.get(channel)
-            row[credit_column(model, channel)] = shares[m] if shares else 0.0
+    shares = [e.credits.get(channel) or _NO_CREDIT for channel in CHANNELS]
+    row.update(
+        zip(_CREDIT_COLUMNS, [s[m] for m in range(len(MODELS)) for s in shares], strict=True)
+    )
     return row
 
 
@@ -468,8 +527,8 @@ def add_transitions(session: Session, new: Sequence[NewTransition], now: datetim
         outbox.append(
             {"key": item.customer_id, "payload": orjson.dumps(payload).decode(), "created_at": now}
         )
-    execute_many(session, lifecycle_transitions.insert(), rows)
-    execute_many(session, lifecycle_outbox.insert(), outbox)
+    execute_many(session, _TRANSITION_INSERT, rows)
+    execute_many(session, _OUTBOX_INSERT, outbox)
     counts = Counter(
         (i.transition.kind, i.transition.to_stage, i.transition.mark.channel) for i in new
     )
