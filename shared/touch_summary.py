@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Table, case
 from sqlalchemy.orm import Session
 
-from shared.db import execute_many, upsert_into
+from shared.db import execute_many, once_per_dialect, upsert_into
 from shared.events import Touchpoint
 
 SUMMARY_COLUMNS = (
@@ -80,11 +80,14 @@ def upsert_summaries(
     for rows in (plain, extended):
         if rows:
             execute_many(
-                session, _upsert(session, table, set(rows[0]) - set(SUMMARY_COLUMNS)), rows
+                session,
+                _upsert(session, table, frozenset(rows[0]) - set(SUMMARY_COLUMNS)),
+                rows,
             )
 
 
-def _upsert(session: Session, table: Table, overwrite: set[str]) -> Any:
+@once_per_dialect
+def _upsert(session: Session, table: Table, overwrite: frozenset[str]) -> Any:
     stmt = upsert_into(session, table)
     new, old = stmt.excluded, table.c
     newer = (new.last_seen > old.last_seen) | (

@@ -19,7 +19,7 @@ from services.scoring.tables import (
     scoring_orders,
     scoring_population,
 )
-from shared.db import execute_many, upsert_into
+from shared.db import execute_many, once_per_dialect, upsert_into
 
 COUNTER_COLUMNS = tuple(Counters.__dataclass_fields__)
 CHUNK = 500
@@ -28,6 +28,33 @@ CHUNK = 500
 def _chunks(items: list[Any]) -> Iterable[list[Any]]:
     for start in range(0, len(items), CHUNK):
         yield items[start : start + CHUNK]
+
+
+@once_per_dialect
+def _order_upsert(session: Session) -> Any:
+    stmt = upsert_into(session, scoring_orders)
+    return stmt.on_conflict_do_update(
+        index_elements=[scoring_orders.c.customer_id, scoring_orders.c.order_id],
+        set_={c: stmt.excluded[c] for c in ("completed_at", "amount", "refunded")},
+    )
+
+
+@once_per_dialect
+def _day_upsert(session: Session) -> Any:
+    stmt = upsert_into(session, scoring_days)
+    return stmt.on_conflict_do_update(
+        index_elements=[scoring_days.c.customer_id, scoring_days.c.day],
+        set_={"net": stmt.excluded.net, "orders": stmt.excluded.orders},
+    )
+
+
+@once_per_dialect
+def _population_increment(session: Session) -> Any:
+    stmt = upsert_into(session, scoring_population)
+    return stmt.on_conflict_do_update(
+        index_elements=[scoring_population.c.dimension, scoring_population.c.value],
+        set_={"customers": scoring_population.c.customers + stmt.excluded.customers},
+    )
 
 
 def load_book(
@@ -75,26 +102,18 @@ def load_book(
 def save_book(session: Session, book: PurchaseBook) -> None:
     """Write the orders and days; the counters go with the customer's touch summary upsert."""
     if book.orders:
-        stmt = upsert_into(session, scoring_orders)
         execute_many(
             session,
-            stmt.on_conflict_do_update(
-                index_elements=[scoring_orders.c.customer_id, scoring_orders.c.order_id],
-                set_={c: stmt.excluded[c] for c in ("completed_at", "amount", "refunded")},
-            ),
+            _order_upsert(session),
             [
                 {"customer_id": c, "order_id": o, **vars(order)}
                 for (c, o), order in sorted(book.orders.items())
             ],
         )
     if book.days:
-        stmt = upsert_into(session, scoring_days)
         execute_many(
             session,
-            stmt.on_conflict_do_update(
-                index_elements=[scoring_days.c.customer_id, scoring_days.c.day],
-                set_={"net": stmt.excluded.net, "orders": stmt.excluded.orders},
-            ),
+            _day_upsert(session),
             [
                 {"customer_id": c, "day": d, **vars(day)}
                 for (c, d), day in sorted(book.days.items())
@@ -106,13 +125,9 @@ def add_to_population(session: Session, deltas: Mapping[tuple[str, int], int]) -
     """Apply histogram deltas as atomic increments (sorted, so instances lock rows in order)."""
     if not deltas:
         return
-    stmt = upsert_into(session, scoring_population)
     execute_many(
         session,
-        stmt.on_conflict_do_update(
-            index_elements=[scoring_population.c.dimension, scoring_population.c.value],
-            set_={"customers": scoring_population.c.customers + stmt.excluded.customers},
-        ),
+        _population_increment(session),
         [{"dimension": d, "value": v, "customers": n} for (d, v), n in sorted(deltas.items())],
     )
 
