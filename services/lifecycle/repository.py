@@ -76,6 +76,13 @@ def _order_upsert(session: Session) -> Any:
     )
 
 
+@once_per_dialect
+def _new_ids(session: Session) -> Any:
+    return (
+        upsert_into(session, lifecycle_ids).on_conflict_do_nothing().returning(lifecycle_ids.c.id)
+    )
+
+
 _TOUCHED = (
     update(lifecycle_customers)
     .where(lifecycle_customers.c.customer_id == bindparam("id"))
@@ -168,12 +175,7 @@ def lock_ids(session: Session, ids: set[str]) -> tuple[Identities, dict[str, Pro
     missing = sorted(ids - customer_of.keys())
     if missing:
         created = set(
-            session.scalars(
-                upsert_into(session, lifecycle_ids)
-                .on_conflict_do_nothing()
-                .returning(lifecycle_ids.c.id),
-                [{"id": i, "customer_id": i} for i in missing],
-            )
+            session.scalars(_new_ids(session), [{"id": i, "customer_id": i} for i in missing])
         )
         customer_of.update((i, i) for i in created)
         read.update((i, None) for i in created)
@@ -186,6 +188,7 @@ def lock_ids(session: Session, ids: set[str]) -> tuple[Identities, dict[str, Pro
 _PROFILES = select(lifecycle_customers).where(
     lifecycle_customers.c.customer_id.in_(bindparam("customers", expanding=True))
 )
+_PROFILES_LOCKED = _PROFILES.order_by(lifecycle_customers.c.customer_id).with_for_update()
 
 
 def load_profiles(
@@ -202,11 +205,7 @@ def load_profiles(
     wanted = set(customer_ids)
     if read is not None and wanted <= read.keys() and session.get_bind().dialect.name == "sqlite":
         return {c: p for c in wanted if (p := read[c]) is not None}
-    query = (
-        _PROFILES.order_by(lifecycle_customers.c.customer_id).with_for_update()
-        if lock
-        else _PROFILES
-    )
+    query = _PROFILES_LOCKED if lock else _PROFILES
     profiles: dict[str, Profile] = {}
     for chunk in _chunks(wanted):
         for row in session.execute(query, {"customers": chunk}):

@@ -310,12 +310,12 @@ def test_any_json_either_normalises_or_is_rejected_with_a_reason(
     """Whatever a client sends in a call's fields, the answer is a touchpoint or a Rejected
     with a readable reason: never another exception (a 500). What ingest publishes agrees."""
     try:
-        touchpoint = normalise(raw, kind=kind)
+        built = normalise(raw, kind=kind)
     except Rejected as exc:
         assert exc.reason and 400 <= exc.status < 500
         with pytest.raises(Rejected) as published:
             accept(normaliser.fields(raw, kind=kind, source="web-site", received_at=RECEIVED))
         assert (published.value.reason, published.value.status) == (exc.reason, exc.status)
     else:
-        assert touchpoint.customer_key
+        assert built.customer_key
         assert_published_as_built(raw, kind)
