@@ -62,11 +62,13 @@ def read_session(request: Request) -> Iterator[Session]:
 
 
 def write_session(request: Request) -> Iterator[Session]:
-    """The one place API writes commit: when the route returns without an error."""
+    """The one place API writes commit: when the route returns without an error, before the
+    response is sent (scope "function" below; FastAPI's default ends a dependency only after
+    sending, so a client could read before the write it was told about had committed)."""
     service: ConsumerService = request.app.state.service
     with service.sessions.begin() as session:
         yield session
 
 
 DbSession = Annotated[Session, Depends(read_session)]
-WriteSession = Annotated[Session, Depends(write_session)]
+WriteSession = Annotated[Session, Depends(write_session, scope="function")]
