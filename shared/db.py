@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Dialect,
     Engine,
@@ -297,6 +298,9 @@ def mark_processed(
     if not hashes:
         return set()
     now = datetime.now(UTC)
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        return _mark_processed_sqlite(conn, consumer, hashes, now)
     rows = [
         {"consumer": consumer, "message_id": m, "processed_at": now, "customer_hash": h}
         for m, h in hashes.items()
@@ -309,6 +313,29 @@ def mark_processed(
         .returning(processed_messages.c.message_id)
     )
     return set(session.execute(stmt, rows).scalars())
+
+
+_PROCESSED_INSERT = (
+    "INSERT INTO processed_messages (consumer, message_id, processed_at, customer_hash) "
+    "VALUES {rows} ON CONFLICT DO NOTHING RETURNING message_id"
+)
+
+
+def _mark_processed_sqlite(
+    conn: Connection, consumer: str, hashes: dict[str, str], now: datetime
+) -> set[str]:
+    """`mark_processed` straight through SQLite's driver: one multi-row insert per 1,000 ids
+    with the parameters as a flat tuple (SQLAlchemy's insertmanyvalues builds and converts a
+    dictionary of parameters per row, about as much time as SQLite's own work)."""
+    processed_at = UTCDateTime().process_bind_param(now, conn.dialect)
+    items = list(hashes.items())
+    new: set[str] = set()
+    for start in range(0, len(items), 1000):
+        chunk = items[start : start + 1000]
+        sql = _PROCESSED_INSERT.format(rows=",".join(["(?,?,?,?)"] * len(chunk)))
+        params = tuple(v for m, h in chunk for v in (consumer, m, processed_at, h))
+        new.update(row[0] for row in conn.exec_driver_sql(sql, params))
+    return new
 
 
 def forget_processed(session: Session, consumer: str, message_ids: Sequence[str]) -> None:

@@ -1,5 +1,6 @@
 """DB plumbing the consumers' speed rests on: `execute_many` writes what SQLAlchemy's executemany
-would (on both databases), and the background `Checkpointer` keeps a SQLite WAL copied back."""
+would (on both databases), `mark_processed` returns exactly the new ids, and the background
+`Checkpointer` keeps a SQLite WAL copied back."""
 
 import threading
 import time
@@ -15,6 +16,8 @@ from shared.db import (
     execute_many,
     make_engine,
     make_session_factory,
+    mark_processed,
+    processed_messages,
     upsert_into,
 )
 
@@ -48,6 +51,33 @@ def test_execute_many_inserts_upserts_and_updates_with_converted_values(db_url: 
             ).all()
         assert [tuple(r) for r in stored] == [("a", at, "web"), ("b", at, "social")]
         assert all(r.at.tzinfo is UTC for r in stored)
+    finally:
+        engine.dispose()
+
+
+def test_mark_processed_returns_only_new_ids_and_stores_each_once(db_url: str) -> None:
+    """More ids than one multi-row insert takes (1,000 on SQLite), some already processed, some
+    twice in the batch, and the same ids under another consumer (new there)."""
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    p = processed_messages.c
+    try:
+        with sessions.begin() as session:
+            first = mark_processed(session, "c1", [(f"m{i}", f"h{i}") for i in range(0, 2500, 2)])
+        assert first == {f"m{i}" for i in range(0, 2500, 2)}
+        batch = [(f"m{i}", f"h{i}") for i in range(2500)] + [("m1", "h1"), ("m3", "h3")]
+        with sessions.begin() as session:
+            again = mark_processed(session, "c1", batch)
+            other = mark_processed(session, "c2", [("m0", "h0")])
+        assert again == {f"m{i}" for i in range(1, 2500, 2)}
+        assert other == {"m0"}
+        with sessions() as session:
+            rows = session.execute(select(p.consumer, p.message_id, p.customer_hash)).all()
+            at = session.execute(select(p.processed_at).limit(1)).scalar_one()
+        assert sorted(tuple(r) for r in rows) == sorted(
+            [("c1", f"m{i}", f"h{i}") for i in range(2500)] + [("c2", "m0", "h0")]
+        )
+        assert at.tzinfo is UTC and abs(datetime.now(UTC) - at) < timedelta(minutes=5)
     finally:
         engine.dispose()
 
