@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, event, func, select, update
+from sqlalchemy import RowMapping, bindparam, delete, event, func, select, update
 from sqlalchemy.orm import Session
 
 from services.lifecycle.attribution import MODELS
@@ -158,16 +158,16 @@ def lock_ids(session: Session, ids: set[str]) -> tuple[Identities, dict[str, Pro
     read: dict[str, Profile | None] = {}
 
     def lock(chunk: list[str]) -> None:
-        for row in session.execute(_IDS_WITH_PROFILES, {"ids": chunk}):
-            customer = customer_of[row.lookup_id] = row.lookup_customer
+        for row in session.execute(_IDS_WITH_PROFILES, {"ids": chunk}).mappings():
+            customer = customer_of[row["lookup_id"]] = row["lookup_customer"]
             if customer in read:
                 continue
-            if row.customer_id is None:
+            if row["customer_id"] is None:
                 read[customer] = None
                 continue
             read[customer] = _profile(row)
             existing.add(customer)
-            if row.known:
+            if row["known"]:
                 known.add(customer)
 
     for chunk in _chunks(ids):
@@ -208,32 +208,35 @@ def load_profiles(
     query = _PROFILES_LOCKED if lock else _PROFILES
     profiles: dict[str, Profile] = {}
     for chunk in _chunks(wanted):
-        for row in session.execute(query, {"customers": chunk}):
-            profiles[row.customer_id] = _profile(row)
+        for row in session.execute(query, {"customers": chunk}).mappings():
+            profiles[row["customer_id"]] = _profile(row)
     return profiles
 
 
-def _profile(row: Any) -> Profile:
+def _profile(row: RowMapping) -> Profile:
+    """A profile from its row, read by column name through the row's mapping: a Row's attribute
+    access costs ~0.5 us (SQLAlchemy 2.1), several times a mapping lookup, and this runs for
+    about every event."""
     engaged = None
-    if row.engaged_at is not None:
-        engaged = Mark(row.engaged_at, row.engaged_message, row.engaged_channel)
-    facts = Facts(
-        first_touch=Mark(row.first_touch_at, row.first_touch_message, row.first_touch_channel),
-        last_touch_at=row.last_touch_at,
-        engaged=engaged,
-        reset=Reset(row.reset_stage, row.reset_at) if row.reset_at is not None else None,
+    if row["engaged_at"] is not None:
+        engaged = Mark(row["engaged_at"], row["engaged_message"], row["engaged_channel"])
+    reset = None
+    if row["reset_at"] is not None:
+        reset = Reset(row["reset_stage"], row["reset_at"])
+    first_touch = Mark(
+        row["first_touch_at"], row["first_touch_message"], row["first_touch_channel"]
     )
     return Profile(
-        customer_id=row.customer_id,
-        known=row.known,
-        facts=facts,
-        event_count=row.event_count,
-        order_count=row.order_count,
-        revenue=row.revenue,
-        last_order_at=row.last_order_at,
-        stage=row.stage,
-        stage_entered_at=row.stage_entered_at,
-        last_transition_at=row.last_transition_at,
+        customer_id=row["customer_id"],
+        known=row["known"],
+        facts=Facts(first_touch, row["last_touch_at"], engaged, reset=reset),
+        event_count=row["event_count"],
+        order_count=row["order_count"],
+        revenue=row["revenue"],
+        last_order_at=row["last_order_at"],
+        stage=row["stage"],
+        stage_entered_at=row["stage_entered_at"],
+        last_transition_at=row["last_transition_at"],
         complete=False,
         stored=True,
     )
@@ -242,19 +245,21 @@ def _profile(row: Any) -> Profile:
 def complete_profiles(session: Session, profiles: Sequence[Profile]) -> None:
     """Load the orders and refunds of these stored profiles into their facts."""
     by_id = {p.customer_id: p for p in profiles if not p.complete}
+    o, r = lifecycle_orders.c, lifecycle_refunds.c
     for chunk in _chunks(by_id):
-        for row in session.execute(
-            select(lifecycle_orders).where(lifecycle_orders.c.customer_id.in_(chunk))
+        orders = select(o.customer_id, o.order_id, o.at, o.message_id, o.channel, o.amount)
+        for customer, order_id, at, message_id, channel, amount in session.execute(
+            orders.where(o.customer_id.in_(chunk))
         ):
-            profile = by_id[row.customer_id]
-            mark = Mark(row.at, row.message_id, row.channel)
-            profile.facts = profile.facts.ordered(Order(row.order_id, mark, row.amount))
-        for row in session.execute(
-            select(lifecycle_refunds).where(lifecycle_refunds.c.customer_id.in_(chunk))
+            profile = by_id[customer]
+            mark = Mark(at, message_id, channel)
+            profile.facts = profile.facts.ordered(Order(order_id, mark, amount))
+        refunds = select(r.customer_id, r.at, r.message_id, r.channel, r.amount)
+        for customer, at, message_id, channel, amount in session.execute(
+            refunds.where(r.customer_id.in_(chunk))
         ):
-            profile = by_id[row.customer_id]
-            mark = Mark(row.at, row.message_id, row.channel)
-            profile.facts = profile.facts.refunded(Refund(mark, row.amount))
+            profile = by_id[customer]
+            profile.facts = profile.facts.refunded(Refund(Mark(at, message_id, channel), amount))
     for profile in by_id.values():
         profile.complete = True
 
@@ -302,17 +307,23 @@ def add_touches(session: Session, touches: Sequence[tuple[str, Mark]]) -> None:
 def load_transitions(session: Session, customer_ids: Iterable[str]) -> dict[str, list[Stored]]:
     t = lifecycle_transitions.c
     result: dict[str, list[Stored]] = {}
+    columns = (t.customer_id, t.id, t.kind, t.from_stage, t.to_stage, t.at, t.message_id)
+    query = select(*columns, t.channel, t.touch_path)
     for chunk in _chunks(customer_ids):
-        for row in session.execute(select(lifecycle_transitions).where(t.customer_id.in_(chunk))):
-            result.setdefault(row.customer_id, []).append(
-                Stored(
-                    id=row.id,
-                    kind=row.kind,
-                    from_stage=row.from_stage,
-                    to_stage=row.to_stage,
-                    mark=Mark(row.at, row.message_id or "", row.channel or ""),
-                    path=row.touch_path,
-                )
+        for (
+            customer,
+            id_,
+            kind,
+            from_stage,
+            to_stage,
+            at,
+            message_id,
+            channel,
+            path,
+        ) in session.execute(query.where(t.customer_id.in_(chunk))):
+            mark = Mark(at, message_id or "", channel or "")
+            result.setdefault(customer, []).append(
+                Stored(id_, kind, from_stage, to_stage, mark, path)
             )
     return result
 
@@ -329,9 +340,9 @@ def load_touches(session: Session, since: Mapping[str, datetime]) -> dict[str, l
                 t.customer_id.in_(sorted(chunk)), t.at >= min(chunk.values())
             )
         )
-        for row in rows:
-            if row.at >= chunk[row.customer_id]:
-                result.setdefault(row.customer_id, []).append(Touch(row.at, row.channel))
+        for customer, at, channel in rows:
+            if at >= chunk[customer]:
+                result.setdefault(customer, []).append(Touch(at, channel))
     return result
 
 
