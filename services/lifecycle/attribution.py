@@ -37,7 +37,8 @@ def weights(model: str, n: int, ages_days: Sequence[float]) -> list[float]:
     if model == "linear":
         return [1.0 / n] * n
     if model == "time_decay":
-        decay = [0.5 ** (age / (HALF_LIFE / timedelta(days=1))) for age in ages_days]
+        half_life_days = HALF_LIFE / timedelta(days=1)
+        decay = [0.5 ** (age / half_life_days) for age in ages_days]
         return [d / sum(decay) for d in decay]
     if model == "position_based":
         if n <= 2:
@@ -49,9 +50,12 @@ def weights(model: str, n: int, ages_days: Sequence[float]) -> list[float]:
 def credits(path: Sequence[Touch], converted_at: datetime) -> dict[str, tuple[float, ...]]:
     """Each channel's share of one conversion under every model, in MODELS order (one pass:
     the engine stores this for every stage entry)."""
-    touches = sorted(path)
-    if not touches:
+    if not path:
         return {}
+    channels = {t.channel for t in path}
+    if len(channels) == 1:  # most entries (one touch, or one channel): all of it, in every model
+        return {channels.pop(): (1.0,) * len(MODELS)}
+    touches = sorted(path)
     ages = [(converted_at - t.at) / timedelta(days=1) for t in touches]
     ties: list[list[int]] = []  # runs of touches at the same instant (adjacent once sorted)
     for i, touch in enumerate(touches):
