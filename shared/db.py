@@ -315,6 +315,7 @@ def mark_processed(
     return set(session.execute(stmt, rows).scalars())
 
 
+_PROCESSED_PER_INSERT = 1000  # 4,000 parameters, far under SQLite's limit of 32,766
 _PROCESSED_INSERT = (
     "INSERT INTO processed_messages (consumer, message_id, processed_at, customer_hash) "
     "VALUES {rows} ON CONFLICT DO NOTHING RETURNING message_id"
@@ -324,14 +325,15 @@ _PROCESSED_INSERT = (
 def _mark_processed_sqlite(
     conn: Connection, consumer: str, hashes: dict[str, str], now: datetime
 ) -> set[str]:
-    """`mark_processed` straight through SQLite's driver: one multi-row insert per 1,000 ids
-    with the parameters as a flat tuple (SQLAlchemy's insertmanyvalues builds and converts a
-    dictionary of parameters per row, about as much time as SQLite's own work)."""
+    """`mark_processed` straight through SQLite's driver: one multi-row insert per
+    `_PROCESSED_PER_INSERT` ids, the parameters as a flat tuple (SQLAlchemy's insertmanyvalues
+    builds and converts a dictionary of parameters per row, about as much time as SQLite's own
+    work)."""
     processed_at = UTCDateTime().process_bind_param(now, conn.dialect)
     items = list(hashes.items())
     new: set[str] = set()
-    for start in range(0, len(items), 1000):
-        chunk = items[start : start + 1000]
+    for start in range(0, len(items), _PROCESSED_PER_INSERT):
+        chunk = items[start : start + _PROCESSED_PER_INSERT]
         sql = _PROCESSED_INSERT.format(rows=",".join(["(?,?,?,?)"] * len(chunk)))
         params = tuple(v for m, h in chunk for v in (consumer, m, processed_at, h))
         new.update(row[0] for row in conn.exec_driver_sql(sql, params))

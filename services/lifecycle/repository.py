@@ -246,15 +246,15 @@ def complete_profiles(session: Session, profiles: Sequence[Profile]) -> None:
     """Load the orders and refunds of these stored profiles into their facts."""
     by_id = {p.customer_id: p for p in profiles if not p.complete}
     o, r = lifecycle_orders.c, lifecycle_refunds.c
+    orders = select(o.customer_id, o.order_id, o.at, o.message_id, o.channel, o.amount)
+    refunds = select(r.customer_id, r.at, r.message_id, r.channel, r.amount)
     for chunk in _chunks(by_id):
-        orders = select(o.customer_id, o.order_id, o.at, o.message_id, o.channel, o.amount)
         for customer, order_id, at, message_id, channel, amount in session.execute(
             orders.where(o.customer_id.in_(chunk))
         ):
             profile = by_id[customer]
             mark = Mark(at, message_id, channel)
             profile.facts = profile.facts.ordered(Order(order_id, mark, amount))
-        refunds = select(r.customer_id, r.at, r.message_id, r.channel, r.amount)
         for customer, at, message_id, channel, amount in session.execute(
             refunds.where(r.customer_id.in_(chunk))
         ):
@@ -307,20 +307,20 @@ def add_touches(session: Session, touches: Sequence[tuple[str, Mark]]) -> None:
 def load_transitions(session: Session, customer_ids: Iterable[str]) -> dict[str, list[Stored]]:
     t = lifecycle_transitions.c
     result: dict[str, list[Stored]] = {}
-    columns = (t.customer_id, t.id, t.kind, t.from_stage, t.to_stage, t.at, t.message_id)
-    query = select(*columns, t.channel, t.touch_path)
+    query = select(
+        t.customer_id,
+        t.id,
+        t.kind,
+        t.from_stage,
+        t.to_stage,
+        t.at,
+        t.message_id,
+        t.channel,
+        t.touch_path,
+    )
     for chunk in _chunks(customer_ids):
-        for (
-            customer,
-            id_,
-            kind,
-            from_stage,
-            to_stage,
-            at,
-            message_id,
-            channel,
-            path,
-        ) in session.execute(query.where(t.customer_id.in_(chunk))):
+        for row in session.execute(query.where(t.customer_id.in_(chunk))):
+            customer, id_, kind, from_stage, to_stage, at, message_id, channel, path = row
             mark = Mark(at, message_id or "", channel or "")
             result.setdefault(customer, []).append(
                 Stored(id_, kind, from_stage, to_stage, mark, path)
