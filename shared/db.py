@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.types import TypeEngine
 
@@ -133,6 +134,11 @@ def make_engine(url: str, *, background_checkpoints: bool = False, **kwargs: Any
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # Hand a thread back the connection it just returned: SQLite drops a connection's
+            # whole page cache when another connection wrote since its last transaction, so a
+            # consumer taking turns with the pool's other connections (FIFO) read the B-trees
+            # afresh about every other batch.
+            kwargs.setdefault("pool_use_lifo", True)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         autocheckpoint = (
             BACKGROUND_AUTOCHECKPOINT_PAGES if background_checkpoints else AUTOCHECKPOINT_PAGES
@@ -178,13 +184,26 @@ class Checkpointer:
         self._interval_s = interval_s
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.wait(self._interval_s):
-            try:
-                with self._engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-            except Exception as exc:  # the database is down: the consumer loop reports that
-                log.warning("checkpoint failed, will retry: %s", type(exc).__name__)
-                stop.wait(1.0)
+        # A connection of its own, held throughout: one taken from the pool each time would
+        # go back on top of it, and the consumer's next transaction would start on that one,
+        # with a cold page cache (see make_engine).
+        conn: PoolProxiedConnection | None = None
+        try:
+            while not stop.wait(self._interval_s):
+                try:
+                    conn = conn or self._engine.raw_connection()
+                    cursor = conn.cursor()
+                    cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    cursor.close()
+                except Exception as exc:  # the database is down: the consumer loop reports that
+                    log.warning("checkpoint failed, will retry: %s", type(exc).__name__)
+                    if conn is not None:
+                        conn.invalidate()
+                        conn = None
+                    stop.wait(1.0)
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

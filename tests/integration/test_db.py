@@ -122,3 +122,38 @@ def test_background_checkpoints_copy_the_wal_that_commits_no_longer_copy(sqlite_
             worker.join(5)
     finally:
         engine.dispose()
+
+
+def test_a_thread_keeps_its_sqlite_connection_while_the_checkpointer_runs(sqlite_url: str) -> None:
+    """SQLite empties a connection's page cache when another connection wrote since its last
+    transaction: a consumer must get its own connection back every batch, checkpoints or not."""
+    engine = make_engine(sqlite_url, background_checkpoints=True)
+    sessions = make_session_factory(engine)
+    stop = threading.Event()
+    worker = threading.Thread(target=Checkpointer(engine, interval_s=0.001).run, args=(stop,))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while engine.pool.checkedout() == 0:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "the checkpointer never connected"
+            time.sleep(0.01)
+        used = []
+        for batch in range(50):
+            with sessions.begin() as session:
+                used.append(session.connection().connection.driver_connection)
+                execute_many(
+                    session,
+                    lifecycle_touches.insert(),
+                    [
+                        {"customer_id": f"c{batch}-{i}", "at": datetime.now(UTC)}
+                        | {"message_id": f"m{batch}-{i}", "channel": "web"}
+                        for i in range(200)
+                    ],
+                )
+            time.sleep(0.002)  # let a checkpoint run between the transactions
+        assert all(conn is used[0] for conn in used)
+        assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]  # the checkpointer's
+    finally:
+        stop.set()
+        worker.join(5)
+        engine.dispose()
