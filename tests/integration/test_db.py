@@ -145,8 +145,12 @@ def test_a_thread_keeps_its_sqlite_connection_while_the_checkpointer_runs(sqlite
                     session,
                     lifecycle_touches.insert(),
                     [
-                        {"customer_id": f"c{batch}-{i}", "at": datetime.now(UTC)}
-                        | {"message_id": f"m{batch}-{i}", "channel": "web"}
+                        {
+                            "customer_id": f"c{batch}-{i}",
+                            "at": datetime.now(UTC),
+                            "message_id": f"m{batch}-{i}",
+                            "channel": "web",
+                        }
                         for i in range(200)
                     ],
                 )
