@@ -191,7 +191,8 @@ class Checkpointer:
         try:
             while not stop.wait(self._interval_s):
                 try:
-                    conn = conn or self._engine.raw_connection()
+                    if conn is None:
+                        conn = self._engine.raw_connection()
                     cursor = conn.cursor()
                     cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
                     cursor.close()
