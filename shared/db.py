@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -124,6 +125,22 @@ BACKGROUND_AUTOCHECKPOINT_PAGES = 100_000
 """The same bound for an engine whose checkpoints a `Checkpointer` thread makes: a safety net
 that only a stalled checkpointer lets the WAL reach (400 MB)."""
 
+RESTART_WAL_PAGES = 16_384
+"""A `Checkpointer` makes the WAL start over once it is this long (64 MiB of 4 KiB pages)."""
+
+WAL_SIZE_LIMIT = 256 * 1024 * 1024
+"""`journal_size_limit`: the WAL file is cut back to this size when it starts over. Above what a
+restart at RESTART_WAL_PAGES leaves (cutting back a large file stalls the next commit by
+0.1-0.5 s); it only trims the file after a stalled checkpointer let the WAL grow."""
+
+BUSY_TIMEOUT_MS = 30_000
+RESTART_TRY_MS = 5
+"""How long one restart attempt of a `Checkpointer` waits for the write lock (or for a reader
+whose snapshot holds pages back)."""
+
+RESTART_WINDOW_S = 1.0
+"""How long a `Checkpointer` tries to restart the WAL before it lets the next round try again."""
+
 
 def make_engine(url: str, *, background_checkpoints: bool = False, **kwargs: Any) -> Engine:
     """An engine with the settings Touchline relies on (SQLite: WAL, busy timeout, FKs).
@@ -139,7 +156,7 @@ def make_engine(url: str, *, background_checkpoints: bool = False, **kwargs: Any
             # consumer taking turns with the pool's other connections (FIFO) read the B-trees
             # afresh about every other batch.
             kwargs.setdefault("pool_use_lifo", True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, **kwargs)
         autocheckpoint = (
             BACKGROUND_AUTOCHECKPOINT_PAGES if background_checkpoints else AUTOCHECKPOINT_PAGES
         )
@@ -150,12 +167,12 @@ def make_engine(url: str, *, background_checkpoints: bool = False, **kwargs: Any
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            # Consumers write ~2 random pages per event: checkpoint rarely (see above); the WAL
-            # file is cut back to 64 MiB after a checkpoint. 16 MiB of page cache per connection
-            # keeps the upper B-tree levels of a large database in memory (default: 2 MiB).
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            # Consumers write ~2 random pages per event: checkpoint rarely (see above). 16 MiB
+            # of page cache per connection keeps the upper B-tree levels of a large database in
+            # memory (default: 2 MiB).
             cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
-            cursor.execute("PRAGMA journal_size_limit=67108864")
+            cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             cursor.execute("PRAGMA cache_size=-16384")
             cursor.close()
 
@@ -173,15 +190,23 @@ class Checkpointer:
     a third of a consumer's time at 1M customers. Durability is unchanged: commits still reach
     the WAL before they return, and a checkpoint still syncs before the WAL is reused.
 
-    PASSIVE checkpoints neither take the write lock nor wait for readers; they copy what they
-    can, and once everything is copied the next writer starts the WAL from its beginning again
-    (`journal_size_limit` then trims the file). Once a second, not after every commit: a page
-    written by several commits in between is copied (and synced) once; at 0.1 s the fsyncs of
-    small commits starved the other services under steady load (freshness p99 4 s, not 1.3 s)."""
+    PASSIVE checkpoints neither take the write lock nor wait for readers; they copy what was
+    committed when they started. Once a second, not after every commit: a page written by several
+    commits in between is copied (and synced) once; at 0.1 s the fsyncs of small commits starved
+    the other services under steady load (freshness p99 4 s, not 1.3 s).
 
-    def __init__(self, engine: Engine, interval_s: float = 1.0) -> None:
+    The WAL starts over from its beginning only when a writer begins with every page copied, and
+    a consumer that never pauses commits while each PASSIVE checkpoint copies: its WAL grew to
+    the 400 MB safety net, where a commit checkpointed and cut the file back itself, stalling
+    the consumer for ~1 s. So past `restart_pages` the checkpointer copies the last pages
+    holding the write lock (`_restart`), and the next writer starts the WAL over."""
+
+    def __init__(
+        self, engine: Engine, interval_s: float = 1.0, restart_pages: int = RESTART_WAL_PAGES
+    ) -> None:
         self._engine = engine
         self._interval_s = interval_s
+        self._restart_pages = restart_pages
 
     def run(self, stop: threading.Event) -> None:
         # A connection of its own, held throughout: one taken from the pool each time would
@@ -194,7 +219,9 @@ class Checkpointer:
                     if conn is None:
                         conn = self._engine.raw_connection()
                     cursor = conn.cursor()
-                    cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _busy, pages, _copied = _checkpoint(cursor, "PASSIVE")
+                    if pages >= self._restart_pages:
+                        self._restart(cursor)
                     cursor.close()
                 except Exception as exc:  # the database is down: the consumer loop reports that
                     log.warning("checkpoint failed, will retry: %s", type(exc).__name__)
@@ -205,6 +232,31 @@ class Checkpointer:
         finally:
             if conn is not None:
                 conn.close()
+
+    def _restart(self, cursor: Any) -> None:
+        """A FULL checkpoint: copy every page with the write lock held, so that the next writer
+        finds the WAL copied and starts it over (unless a reader still reads from it). The lock
+        is free only between two of a writer's transactions: each attempt waits for it a few ms
+        (then copies what it can, as PASSIVE does) and the next follows at once, for at most
+        RESTART_WINDOW_S. A reader with an older snapshot stops the attempts (no copy can pass
+        it), so they never keep the lock from writers for long. A writer waits while an attempt
+        holds the lock: ~0.1 s at 1M customers, copying the last transaction's pages."""
+        cursor.execute(f"PRAGMA busy_timeout={RESTART_TRY_MS}")
+        try:
+            deadline = time.monotonic() + RESTART_WINDOW_S
+            while time.monotonic() < deadline:
+                busy, pages, copied = _checkpoint(cursor, "FULL")
+                if not busy or copied < pages:
+                    return
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
+def _checkpoint(cursor: Any, mode: str) -> tuple[int, int, int]:
+    """`PRAGMA wal_checkpoint(mode)`: (1 if it could not finish, pages in the WAL, pages copied)."""
+    cursor.execute(f"PRAGMA wal_checkpoint({mode})")
+    busy, pages, copied = cursor.fetchone()
+    return busy, pages, copied
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -1,6 +1,6 @@
 """DB plumbing the consumers' speed rests on: `execute_many` writes what SQLAlchemy's executemany
 would (on both databases), `mark_processed` returns exactly the new ids, and the background
-`Checkpointer` keeps a SQLite WAL copied back."""
+`Checkpointer` keeps a SQLite WAL copied back and short."""
 
 import threading
 import time
@@ -160,3 +160,42 @@ def test_a_thread_keeps_its_sqlite_connection_while_the_checkpointer_runs(sqlite
         stop.set()
         worker.join(5)
         engine.dispose()
+
+
+def test_the_checkpointer_starts_the_wal_over_under_a_writer_that_never_pauses(
+    sqlite_url: str,
+) -> None:
+    """PASSIVE checkpoints never catch up with back-to-back commits: without restarts the WAL
+    file would grow to every page written here (~20,000)."""
+    engine = make_engine(sqlite_url, background_checkpoints=True)
+    sessions = make_session_factory(engine)
+    wal = Path(sqlite_url.removeprefix("sqlite:///") + "-wal")
+    stop = threading.Event()
+    checkpointer = Checkpointer(engine, interval_s=0.01, restart_pages=500)
+    worker = threading.Thread(target=checkpointer.run, args=(stop,))
+    worker.start()
+    largest = 0
+    try:
+        for batch in range(100):  # ~200 pages per transaction: a row in each key range
+            with sessions.begin() as session:
+                execute_many(
+                    session,
+                    lifecycle_touches.insert(),
+                    [
+                        {
+                            "customer_id": f"c{i:03}-{batch}",
+                            "at": datetime.now(UTC),
+                            "message_id": "m" * 100,
+                            "channel": "web",
+                        }
+                        for i in range(200)
+                    ],
+                )
+            largest = max(largest, wal.stat().st_size // 4096)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM lifecycle_touches").scalar() == 20_000
+    finally:
+        stop.set()
+        worker.join(5)
+        engine.dispose()
+    assert largest < 10_000, f"the WAL file grew to {largest} pages"
