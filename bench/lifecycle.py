@@ -24,6 +24,7 @@ from bench.common import (
     embedded_broker,
     postgres_cluster,
     publish_all,
+    random_uuid,
     raw_drain,
 )
 from services.lifecycle.handlers import build_engine
@@ -53,6 +54,7 @@ def workload(count: int, population: int, mix: str) -> list[Touchpoint]:
     """`count` events in time order. New anonymous sessions browse three pages; a third of them
     identify (an identity merge) and buy."""
     rng = random.Random(11)
+    ids = random.Random(12)  # its own stream: the ids do not change which events are drawn
     events: list[Touchpoint] = []
     page, signup, buy, _ = MIXES[mix]
 
@@ -60,7 +62,7 @@ def workload(count: int, population: int, mix: str) -> list[Touchpoint]:
         at = START + timedelta(days=400 + len(events) // 200, seconds=len(events) % 200)
         events.append(
             Touchpoint(
-                message_id=f"{mix}-{len(events)}",
+                message_id=random_uuid(ids),
                 source="bench",
                 timestamp=at,
                 received_at=at,
@@ -90,7 +92,7 @@ def workload(count: int, population: int, mix: str) -> list[Touchpoint]:
             order(customer)
         else:
             session += 1
-            anon, user = f"{mix}-a{session}", f"{mix}-n{session}"
+            anon, user = random_uuid(ids), f"{mix}-n{session}"
             for _ in range(3):
                 add(type="page", anonymous_id=anon)
             if session % 3 == 0:

@@ -29,6 +29,7 @@ from bench.common import (
     percentile,
     postgres_cluster,
     publish_all,
+    random_uuid,
     raw_drain,
     service,
     service_env,
@@ -44,6 +45,7 @@ from shared.migrate import upgrade
 def purchase_events(count: int, customers: int, purchase_share: float = 1.0) -> list[Touchpoint]:
     """`count` events of which `purchase_share` are orders, the rest page views."""
     rng = random.Random(1)
+    ids = random.Random(2)  # its own stream: the ids do not change which events are drawn
     start = datetime(2025, 1, 1, 12, tzinfo=UTC)
     events = []
     for n in range(count):
@@ -52,7 +54,7 @@ def purchase_events(count: int, customers: int, purchase_share: float = 1.0) -> 
         if rng.random() >= purchase_share:
             events.append(
                 Touchpoint(
-                    message_id=f"m{n}",
+                    message_id=random_uuid(ids),
                     type="page",
                     event="Pricing",
                     user_id=customer,
@@ -68,7 +70,7 @@ def purchase_events(count: int, customers: int, purchase_share: float = 1.0) -> 
             continue
         events.append(
             Touchpoint(
-                message_id=f"m{n}",
+                message_id=random_uuid(ids),
                 type="track",
                 event="Order Completed",
                 user_id=customer,
