@@ -54,7 +54,10 @@ def workload(count: int, population: int, mix: str) -> list[Touchpoint]:
     """`count` events in time order. New anonymous sessions browse three pages; a third of them
     identify (an identity merge) and buy."""
     rng = random.Random(11)
-    ids = random.Random(12)  # its own stream: the ids do not change which events are drawn
+    # Ids from a stream of their own, so they do not change which events are drawn, and one per
+    # mix: both mixes run against the same database, where a repeated anonymous id would land
+    # a new session in an existing profile.
+    ids = random.Random(f"{mix} ids")
     events: list[Touchpoint] = []
     page, signup, buy, _ = MIXES[mix]
 
