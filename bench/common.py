@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -24,13 +23,6 @@ from shared.runtime import ConsumerService
 from shared.settings import Settings
 
 TOUCHLINE = str(Path(sys.executable).parent / "touchline")
-
-
-def random_uuid(rng: random.Random) -> str:
-    """A UUID4 drawn from `rng`, as SDKs send messageId and anonymousId. Random keys spread a
-    table's inserts over its whole key range; sequential ones fill one leaf at a time, which
-    made the consumers' processed-message inserts look cheaper than they are."""
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 @contextmanager

@@ -24,9 +24,9 @@ from bench.common import (
     embedded_broker,
     postgres_cluster,
     publish_all,
-    random_uuid,
     raw_drain,
 )
+from bench.payloads import random_uuid
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.tables import (
     lifecycle_customers,

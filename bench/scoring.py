@@ -29,11 +29,11 @@ from bench.common import (
     percentile,
     postgres_cluster,
     publish_all,
-    random_uuid,
     raw_drain,
     service,
     service_env,
 )
+from bench.payloads import random_uuid
 from services.scoring import handlers
 from services.scoring.model import refit
 from services.scoring.tables import scoring_customers, scoring_days
