@@ -80,6 +80,36 @@ def timed(phases: list[tuple[Any, str, str]]) -> Iterator[dict[str, float]]:
             setattr(owner, name, function)
 
 
+def run_loop(url: str, work: Path, records: list[Record], checkpoints: bool = True) -> float:
+    """THE loop's `process` over `records` in consumer-sized batches on the database at `url`,
+    with the lifecycle engine and (unless `checkpoints` is off) a background checkpointer, as the
+    service runs them; returns the seconds the batches took."""
+    settings = Settings(embedded=True, data_dir=work)
+    engine = make_engine(url, background_checkpoints=True)
+    stop = threading.Event()
+    if checkpoints:
+        threading.Thread(target=Checkpointer(engine).run, args=(stop,), daemon=True).start()
+    lifecycle = handlers.build_engine(settings)
+    loop = ConsumerLoop(
+        name="lifecycle",
+        subscription=None,  # type: ignore[arg-type]  # never polled: process() is given the batches
+        session_factory=make_session_factory(engine),
+        # Looked up per batch, so that the timer wrapped around LifecycleEngine.apply sees it.
+        handler=lambda session, events: lifecycle.apply(session, events),
+        dead_letters=Publisher(settings.kafka_bootstrap, client_id="unused"),  # connects on use
+        stop=stop,
+    )
+    tune_gc()
+    batch = settings.consumer_batch_size
+    started = time.perf_counter()
+    for start in range(0, len(records), batch):
+        loop.process(records[start : start + batch])
+    elapsed = time.perf_counter() - started
+    stop.set()
+    engine.dispose()
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, default=10_000)
@@ -94,29 +124,8 @@ def main() -> None:
         Record(TOUCHPOINTS, 0, offset, None, event.to_json())
         for offset, event in enumerate(workload(args.events, args.customers, args.mix))
     ]
-    settings = Settings(embedded=True, data_dir=work)
-    engine = make_engine(url, background_checkpoints=True)
-    stop = threading.Event()
-    threading.Thread(target=Checkpointer(engine).run, args=(stop,), daemon=True).start()
-    lifecycle = handlers.build_engine(settings)
-    loop = ConsumerLoop(
-        name="lifecycle",
-        subscription=None,  # type: ignore[arg-type]  # never polled: process() is given the batches
-        session_factory=make_session_factory(engine),
-        # Looked up per batch, so that the timer wrapped around LifecycleEngine.apply sees it.
-        handler=lambda session, events: lifecycle.apply(session, events),
-        dead_letters=Publisher(settings.kafka_bootstrap, client_id="unused"),  # connects on use
-        stop=stop,
-    )
-    tune_gc()
-    batch = settings.consumer_batch_size
     with timed(PHASES) as spent:
-        started = time.perf_counter()
-        for start in range(0, len(records), batch):
-            loop.process(records[start : start + batch])
-        elapsed = time.perf_counter() - started
-    stop.set()
-    engine.dispose()
+        elapsed = run_loop(url, work, records)
     n = len(records)
     print(
         f"[{args.customers:,} customers, {args.mix}] in-process: {n / elapsed:,.0f} events/s, "

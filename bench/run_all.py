@@ -16,6 +16,7 @@ BENCHMARKS = [
     ["bench.ingest", "--workers", "2", "--connections", "8"],
     ["bench.freshness"],
     ["bench.lifecycle", "--postgres"],
+    ["bench.lifecycle_instructions"],
     ["bench.scoring", "--postgres"],
     ["bench.conversion", "--postgres"],
     ["bench.memory"],
