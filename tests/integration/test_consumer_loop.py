@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg
 import pytest
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from services.lifecycle.handlers import build_engine
@@ -20,6 +22,7 @@ from services.scoring import handlers as scoring_handlers
 from services.scoring.tables import scoring_customers
 from shared.broker import EmbeddedBroker
 from shared.consumer_loop import Handler
+from shared.db import make_engine
 from shared.events import TOUCHPOINTS, DeadLetter, Touchpoint, dlq
 from shared.kafka import OutgoingMessage, Publisher, Subscription
 from shared.runtime import ConsumerService
@@ -72,10 +75,12 @@ def test_every_event_delivered_twice_counts_once(own_broker: EmbeddedBroker, db_
     assert total_events(db_url, scoring_customers, ids) == len(events)
 
 
-def _start_consumer(bootstrap: str, db_url: str) -> subprocess.Popen[bytes]:
+def _start_consumer(
+    bootstrap: str, db_url: str, name: str = "lifecycle"
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, **settings_env(bootstrap, db_url, TOUCHLINE_CONSUMER_BATCH_SIZE="50")}
     return subprocess.Popen(
-        [sys.executable, "-m", "services.lifecycle.consumer"], env=env, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", f"services.{name}.consumer"], env=env, stderr=subprocess.DEVNULL
     )
 
 
@@ -257,3 +262,105 @@ def test_two_instances_in_one_group_split_partitions_and_count_exactly(
         assert one.loop.stats.applied + two.loop.stats.applied == len(events)
         assert one.loop.stats.applied > 0 and two.loop.stats.applied > 0, "partitions were split"
     assert total_events(db_url, lifecycle_customers, ids) == len(events)
+
+
+def _events_per_customer(db_url: str, table: Table, customers: Sequence[str]) -> dict[str, int]:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(table.c.customer_id, table.c.event_count).where(
+                    table.c.customer_id.in_(list(customers))
+                )
+            )
+            return {customer: int(count) for customer, count in rows}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("name", ["lifecycle", "scoring"])
+def test_two_instances_one_killed_its_partitions_move_and_nothing_is_lost_or_doubled(
+    own_broker: EmbeddedBroker, db_url: str, name: str
+) -> None:
+    """Instance A runs in-process (so the test sees which customers it applies), instance B as a
+    process in the same group; B is SIGKILLed while both work through a stream, and A must take
+    over B's partitions from B's last committed offsets: every customer ends with exactly its
+    events."""
+    table = {"lifecycle": lifecycle_customers, "scoring": scoring_customers}[name]
+    real: Handler = {"lifecycle": LIFECYCLE, "scoring": scoring_handlers.apply}[name]
+    lock = threading.Lock()
+    applied_by_a: set[str] = set()
+
+    def handler(session: Session, events: Sequence[Touchpoint]) -> None:
+        real(session, events)
+        with lock:
+            applied_by_a.update(e.customer_key for e in events)
+
+    def a_applied() -> set[str]:
+        with lock:
+            return set(applied_by_a)
+
+    def partitions_split() -> bool:
+        """Whether a probe of new customers was applied partly by A, partly by B."""
+        probe = make_touchpoints(customers=12, per_customer=1)
+        publish(own_broker.bootstrap, probe)
+        customers = customers_of(probe)
+        wait_for(
+            lambda: total_events(db_url, table, customers),
+            lambda n: n == len(probe),
+            60,
+            "a probe to be applied",
+        )
+        return 0 < len(a_applied() & set(customers)) < len(customers)
+
+    per_customer = 40
+    events = make_touchpoints(customers=90, per_customer=per_customer)
+    customers = customers_of(events)
+    first = [e for i, e in enumerate(events) if i % per_customer < 4]
+    rest = [e for i, e in enumerate(events) if i % per_customer >= 4]
+    b = _start_consumer(own_broker.bootstrap, db_url, name)
+    try:
+        with running(own_broker.bootstrap, db_url, name, handler):
+            wait_for(partitions_split, bool, 90, "A and B to share the partitions")
+            publish(own_broker.bootstrap, first)
+            wait_for(
+                lambda: total_events(db_url, table, customers),
+                lambda n: n == len(first),
+                60,
+                "the first events",
+            )
+            b_customers = set(customers) - a_applied()
+            assert b_customers, "B should own partitions"
+            assert b_customers != set(customers), "A should own partitions"
+
+            # B waits (well within its session timeout) while the rest goes out, so that it is
+            # killed with work of its own left, not after catching up during the publishing.
+            b.send_signal(signal.SIGSTOP)
+            publish(own_broker.bootstrap, rest)
+            publish(own_broker.bootstrap, rest[::5])  # delivered twice as well
+            b.send_signal(signal.SIGCONT)
+            b_sorted = sorted(b_customers)
+            wait_for(
+                lambda: total_events(db_url, table, b_sorted),
+                lambda n: n > len(b_customers) * len(first) // len(customers),
+                60,
+                "B to work on the rest",
+            )
+            b.send_signal(signal.SIGKILL)
+            b.wait(10)
+            at_kill = _events_per_customer(db_url, table, b_sorted)
+            unfinished = {c for c in b_customers if at_kill.get(c, 0) < per_customer}
+            assert unfinished, "the kill should land before B finished its partitions"
+
+            final = wait_for(
+                lambda: _events_per_customer(db_url, table, customers),
+                lambda counts: sum(counts.values()) >= len(events),
+                90,
+                "A to take over B's partitions and finish",
+            )
+            assert final == dict.fromkeys(customers, per_customer)
+            assert unfinished <= a_applied(), "A took over what B left unfinished"
+    finally:
+        if b.poll() is None:
+            b.kill()
+            b.wait(10)
