@@ -67,7 +67,8 @@ def counted(tool: str, work: Path, database: Path, events: Path, count: int) -> 
 
 
 def count_mode(database: str, events_file: str, count: int) -> None:
-    """Run under callgrind: the first `count` events of the workload file through THE loop."""
+    """Run under callgrind or strace: the first `count` events of the workload file through THE
+    loop."""
     lines = Path(events_file).read_bytes().splitlines()[:count]
     records = [Record(TOUCHPOINTS, 0, offset, None, line) for offset, line in enumerate(lines)]
     work = Path(database).parent
@@ -79,15 +80,16 @@ def main() -> None:
     parser.add_argument("--customers", default="10000,1000000")
     parser.add_argument("--events", default="2000,10000", help="two event counts, fewer first")
     parser.add_argument("--mix", choices=sorted(MIXES), default="typical")
-    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)  # the run under callgrind
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)  # a run under a counter
     parser.add_argument("--database", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.count is not None:
         count_mode(args.database, args.workload, args.count)
         return
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed: apt-get install valgrind")
+    missing = [tool for tool in ("valgrind", "strace") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(f"not installed: {', '.join(missing)} (Debian packages of those names)")
     fewer, more = (int(n) for n in args.events.split(","))
     work = Path(tempfile.mkdtemp(prefix="touchline-bench-"))
     for size in (int(s) for s in args.customers.split(",")):
