@@ -101,14 +101,13 @@ def main() -> None:
         runs = [(tool, n) for tool in ("callgrind", "strace") for n in (fewer, more)]
         with ThreadPoolExecutor(2) as pool:  # the counts do not depend on what else runs
             futures = [pool.submit(counted, tool, work, database, events, n) for tool, n in runs]
-            low, high, low_io, high_io = (future.result() for future in futures)
-        per_event = [
-            (h - lo) / (more - fewer) for lo, h in zip(low + low_io, high + high_io, strict=True)
-        ]
+            (low,), (high,), io_low, io_high = (future.result() for future in futures)
+        span = more - fewer
+        reads, writes = ((h - lo) / span for lo, h in zip(io_low, io_high, strict=True))
         print(
-            f"[{size:>9,} customers, {args.mix}] per event: {per_event[0]:,.0f} instructions, "
-            f"{per_event[1]:.2f} pread64 and {per_event[2]:.2f} pwrite64 calls "
-            f"(events {fewer:,} -> {more:,}: {low[0]:,} -> {high[0]:,} instructions)",
+            f"[{size:>9,} customers, {args.mix}] per event: {(high - low) / span:,.0f} "
+            f"instructions, {reads:.2f} pread64 and {writes:.2f} pwrite64 calls "
+            f"(events {fewer:,} -> {more:,}: {low:,} -> {high:,} instructions)",
             flush=True,
         )
     shutil.rmtree(work)

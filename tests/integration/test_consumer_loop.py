@@ -13,7 +13,6 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from services.lifecycle.handlers import build_engine
@@ -22,11 +21,11 @@ from services.scoring import handlers as scoring_handlers
 from services.scoring.tables import scoring_customers
 from shared.broker import EmbeddedBroker
 from shared.consumer_loop import Handler
-from shared.db import make_engine
 from shared.events import TOUCHPOINTS, DeadLetter, Touchpoint, dlq
 from shared.kafka import OutgoingMessage, Publisher, Subscription
 from shared.runtime import ConsumerService
 from tests.support.pipeline import (
+    events_per_customer,
     make_touchpoints,
     publish,
     settings_env,
@@ -264,20 +263,6 @@ def test_two_instances_in_one_group_split_partitions_and_count_exactly(
     assert total_events(db_url, lifecycle_customers, ids) == len(events)
 
 
-def _events_per_customer(db_url: str, table: Table, customers: Sequence[str]) -> dict[str, int]:
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                select(table.c.customer_id, table.c.event_count).where(
-                    table.c.customer_id.in_(list(customers))
-                )
-            )
-            return {customer: int(count) for customer, count in rows}
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.parametrize("name", ["lifecycle", "scoring"])
 def test_two_instances_one_killed_its_partitions_move_and_nothing_is_lost_or_doubled(
     own_broker: EmbeddedBroker, db_url: str, name: str
@@ -348,12 +333,12 @@ def test_two_instances_one_killed_its_partitions_move_and_nothing_is_lost_or_dou
             )
             b.send_signal(signal.SIGKILL)
             b.wait(10)
-            at_kill = _events_per_customer(db_url, table, b_sorted)
+            at_kill = events_per_customer(db_url, table, b_sorted)
             unfinished = {c for c in b_customers if at_kill.get(c, 0) < per_customer}
             assert unfinished, "the kill should land before B finished its partitions"
 
             final = wait_for(
-                lambda: _events_per_customer(db_url, table, customers),
+                lambda: events_per_customer(db_url, table, customers),
                 lambda counts: sum(counts.values()) >= len(events),
                 90,
                 "A to take over B's partitions and finish",

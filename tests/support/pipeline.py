@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import httpx
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, select
 
 from shared.db import make_engine
 from shared.events import TOUCHPOINTS, Touchpoint
@@ -78,16 +78,25 @@ def publish(bootstrap: str, events: Sequence[Touchpoint]) -> None:
         publisher.close()
 
 
-def total_events(database_url: str, table: Table, customers: Sequence[str]) -> int:
+def events_per_customer(
+    database_url: str, table: Table, customers: Sequence[str]
+) -> dict[str, int]:
+    """The stored event count of each of these customers that has a row in `table`."""
     engine = make_engine(database_url)
     try:
         with engine.connect() as conn:
-            query = select(func.coalesce(func.sum(table.c.event_count), 0)).where(
-                table.c.customer_id.in_(list(customers))
+            rows = conn.execute(
+                select(table.c.customer_id, table.c.event_count).where(
+                    table.c.customer_id.in_(list(customers))
+                )
             )
-            return int(conn.execute(query).scalar_one())
+            return {customer: int(count) for customer, count in rows}
     finally:
         engine.dispose()
+
+
+def total_events(database_url: str, table: Table, customers: Sequence[str]) -> int:
+    return sum(events_per_customer(database_url, table, customers).values())
 
 
 def wait_for(check: Callable[[], T], until: Callable[[T], bool], timeout_s: float, what: str) -> T:
