@@ -111,6 +111,8 @@ processed_messages = Table(
     metadata,
     Column("consumer", String(64), primary_key=True),
     Column("message_id", String(128), primary_key=True),
+    # Hash of the sender (the event's source and customer key): a message id is unique per sender.
+    Column("scope", String(32), primary_key=True),
     Column("processed_at", UTCDateTime(), nullable=False),
     # Hash of the event's customer key (shared.privacy.id_hash): what an erasure deletes by.
     Column("customer_hash", String(32)),
