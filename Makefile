@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
+# The JavaScript SDKs of the SDK matrix (tests/e2e/test_sdks.py), at the versions in the lock file.
+SDKS := tests/sdks
+
 .PHONY: up demo test lint typecheck pytest bench clean system-deps
 
 $(BIN)/python:
@@ -19,6 +22,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps Lifetimes==0.11.3
 	touch $@ $(VENV)/.installed
 
+$(SDKS)/node_modules/.installed: $(SDKS)/package-lock.json | system-deps
+	cd $(SDKS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 up: $(VENV)/.installed
 	$(BIN)/touchline up
 
@@ -26,11 +33,11 @@ up: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/touchline demo
 
-# PostgreSQL server binaries are needed by the integration tests; install them if missing.
+# PostgreSQL server binaries, chromium, Node.js and npm are needed by the tests; install if missing.
 system-deps:
 	@bash scripts/system-deps.sh
 
-test: $(VENV)/.installed-test system-deps lint typecheck pytest
+test: $(VENV)/.installed-test system-deps $(SDKS)/node_modules/.installed lint typecheck pytest
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
@@ -39,11 +46,11 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed-test
+pytest: $(VENV)/.installed-test $(SDKS)/node_modules/.installed
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed-test system-deps
 	$(BIN)/python -m bench.run_all
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache $(SDKS)/node_modules

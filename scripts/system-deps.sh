@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs when missing: PostgreSQL server binaries
-# (integration tests) and chromium (the dashboard's browser test, driven by Playwright).
+# (integration tests), chromium (the browser tests, driven by Playwright), and Node.js with npm
+# (the JavaScript SDKs of the SDK matrix).
 set -euo pipefail
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
