@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from shared.kafka import Record
@@ -208,6 +209,9 @@ class StageChange(BaseModel):
         return self.model_dump_json(by_alias=True).encode()
 
 
+_ID_HASH = re.compile("[0-9a-f]{32}")
+
+
 class Erasure(BaseModel):
     """A GDPR erasure on `privacy.erasures.v1`: every service erases what it holds for these ids
     and drops their events from then on; ingest rejects new events for them.
@@ -222,9 +226,20 @@ class Erasure(BaseModel):
 
     schema_version: Literal[1] = Field(default=1, alias="schema")
     erasure_id: str
-    ids: list[str] = Field(min_length=1)
+    ids: list[str] = Field(default_factory=list)
+    # Ids known only by their hash (shared.privacy.id_hash): what the embedded stack republishes
+    # from the database at start, since its broker forgets the topic. Suppressed, not erased.
+    id_hashes: list[str] = Field(default_factory=list)
     requested_at: datetime
     origin: str  # the service that published it
+
+    @model_validator(mode="after")
+    def _names_someone(self) -> Self:
+        if not self.ids and not self.id_hashes:
+            raise ValueError("an erasure names at least one id or id hash")
+        if any(not _ID_HASH.fullmatch(h) for h in self.id_hashes):
+            raise ValueError("id hashes are 32 lowercase hex digits")
+        return self
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()

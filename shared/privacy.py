@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Column, String, Table, delete, select, text
 from sqlalchemy.orm import Session
 
-from shared.db import UTCDateTime, metadata, processed_messages, upsert_into
+from shared.db import UTCDateTime, make_engine, metadata, processed_messages, upsert_into
 from shared.events import ERASURES, DeadLetter, Erasure, Touchpoint, dlq
 from shared.kafka import OutgoingMessage, Publisher, Subscription, TopicReader
 
@@ -43,6 +43,7 @@ suppressions = Table(
     Column("suppressed_at", UTCDateTime(), nullable=False),
 )
 
+SEED_CHUNK = 10_000  # id hashes per republished message: ~350 KB, under Kafka's 1 MB default
 _LOCK_KEY = 7_541_893_201  # the advisory lock erasures and consumer batches share (PostgreSQL)
 
 
@@ -95,8 +96,13 @@ def unsuppressed(session: Session, consumer: str, events: Sequence[Touchpoint]) 
 def suppress(session: Session, consumer: str, ids: Iterable[str]) -> int:
     """Add ids to `consumer`'s suppression list and delete its processed-message records of their
     events; returns how many such records there were. Takes the exclusive erasure lock first."""
+    return suppress_hashes(session, consumer, (id_hash(i) for i in ids))
+
+
+def suppress_hashes(session: Session, consumer: str, id_hashes: Iterable[str]) -> int:
+    """`suppress` for ids known only by their hashes."""
     _lock(session, exclusive=True)
-    hashes = sorted({id_hash(i) for i in ids})
+    hashes = sorted(set(id_hashes))
     if not hashes:
         return 0
     now = datetime.now(UTC)
@@ -121,6 +127,41 @@ def erasure(ids: Iterable[str], origin: str) -> OutgoingMessage:
         origin=origin,
     )
     return OutgoingMessage(ERASURES, message.erasure_id, message.to_json())
+
+
+def suppression_seed(hashes: Iterable[str], origin: str) -> OutgoingMessage:
+    """An erasure naming ids by their hashes only: the suppression list, republished."""
+    message = Erasure(
+        erasure_id=uuid.uuid4().hex,
+        id_hashes=sorted(set(hashes)),
+        requested_at=datetime.now(UTC),
+        origin=origin,
+    )
+    return OutgoingMessage(ERASURES, message.erasure_id, message.to_json())
+
+
+def republish_suppressions(database_url: str, bootstrap: str, *, timeout_s: float = 10.0) -> int:
+    """Publish every id hash any service suppresses as one erasure; returns how many.
+
+    The embedded broker keeps `privacy.erasures.v1` in memory only, while the database keeps each
+    service's suppression list: call this after the broker starts and before ingest, so ingest
+    rejects every erased id again (and each service learns the others' erasures).
+    """
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            hashes = list(connection.scalars(select(suppressions.c.id_hash).distinct()))
+    finally:
+        engine.dispose()
+    if not hashes:
+        return 0
+    publisher = Publisher(bootstrap, client_id="suppressions-seed", timeout_s=timeout_s)
+    chunks = range(0, len(hashes), SEED_CHUNK)
+    try:
+        publisher.publish([suppression_seed(hashes[i : i + SEED_CHUNK], "seed") for i in chunks])
+    finally:
+        publisher.close()
+    return len(hashes)
 
 
 Eraser = Callable[[Session, Erasure], object]
@@ -219,6 +260,7 @@ class SuppressionList:
             log.error("unreadable message on %s skipped", ERASURES)  # consumers dead-letter it
             return
         self._hashes.update(id_hash(i) for i in message.ids)
+        self._hashes.update(message.id_hashes)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -17,6 +17,7 @@ from shared.broker import EmbeddedBroker, die_with_parent, port_in_use
 from shared.events import all_topics
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade
+from shared.privacy import republish_suppressions
 from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY, Settings
 
 SERVICES = ("ingest", "lifecycle", "scoring")
@@ -144,6 +145,8 @@ def up() -> int:
         ensure_topics(settings.kafka_bootstrap, all_topics(), settings.topic_partitions)
         print(f"migrating {settings.database_url} ...", flush=True)
         upgrade(settings.database_url)
+        # The broker forgot every erasure: give it back the suppression list before ingest reads it.
+        republish_suppressions(settings.database_url, settings.kafka_bootstrap)
         env = {**os.environ, "TOUCHLINE_EMBEDDED": "true"}
         executable = str(Path(sys.executable).parent / "touchline")
         for name in SERVICES:

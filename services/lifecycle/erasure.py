@@ -76,5 +76,8 @@ def erase(session: Session, requested: Iterable[str], *, announce: bool) -> Eras
 
 
 def erase_from_topic(session: Session, message: Erasure) -> None:
-    """The erasure worker's eraser."""
-    erase(session, message.ids, announce=False)
+    """The erasure worker's eraser: ids known only by their hash can be suppressed, not erased."""
+    if message.id_hashes:
+        privacy.suppress_hashes(session, CONSUMER, message.id_hashes)
+    if message.ids:
+        erase(session, message.ids, announce=False)

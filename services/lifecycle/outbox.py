@@ -1,5 +1,5 @@
-"""The outbox relay: publishes committed transitions to `lifecycle.stage-changes.v1` (and the
-erasures lifecycle passes on to `privacy.erasures.v1`).
+"""The outbox relay: publishes committed transitions to `lifecycle.stage-changes.v1` and, ahead
+of them, the erasures lifecycle passes on to `privacy.erasures.v1`.
 
 Transitions are written to `lifecycle_outbox` in the same transaction as the journey, so nothing
 uncommitted is ever published. The relay publishes the oldest rows and deletes them once the
@@ -23,24 +23,28 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.lifecycle.tables import lifecycle_outbox
+from shared.events import ERASURES
 from shared.kafka import OutgoingMessage, Publisher
 from shared.runtime import ConsumerService
 
 log = logging.getLogger(__name__)
 BATCH = 500
+# Erasures jump the queue: a stage change for anyone else may wait, an erasure may not (the
+# erased customer's own unsent stage changes are deleted with it). One scan of the outbox.
+FIRST = (case((lifecycle_outbox.c.topic == ERASURES, 0), else_=1), lifecycle_outbox.c.id)
 
 
 def relay_once(sessions: sessionmaker[Session], publisher: Publisher, lease_s: float = 30) -> int:
-    """Publish up to BATCH queued transitions, oldest first; returns how many."""
+    """Publish up to BATCH queued rows, erasures first, then the oldest; returns how many."""
     box = lifecycle_outbox.c
     if sessions.kw["bind"].dialect.name == "sqlite":
         return _relay_claimed(sessions, publisher, lease_s)
     oldest = (
-        select(box.id).order_by(box.id).limit(BATCH).with_for_update(skip_locked=True)
+        select(box.id).order_by(*FIRST).limit(BATCH).with_for_update(skip_locked=True)
     ).scalar_subquery()
     with sessions.begin() as session:
         rows = session.execute(
@@ -56,7 +60,7 @@ def _relay_claimed(sessions: sessionmaker[Session], publisher: Publisher, lease_
     box = lifecycle_outbox.c
     now = datetime.now(UTC)
     unclaimed = or_(box.claimed_until.is_(None), box.claimed_until < now)
-    oldest = select(box.id).where(unclaimed).order_by(box.id).limit(BATCH).scalar_subquery()
+    oldest = select(box.id).where(unclaimed).order_by(*FIRST).limit(BATCH).scalar_subquery()
     with sessions.begin() as session:
         rows = session.execute(
             update(lifecycle_outbox)
@@ -81,11 +85,12 @@ def _relay_claimed(sessions: sessionmaker[Session], publisher: Publisher, lease_
 
 
 def _publish(publisher: Publisher, rows: Sequence[Any]) -> None:
-    """Publish outbox rows in the order they were written; raises unless all were acknowledged."""
+    """Publish outbox rows, erasures first, the rest in the order they were written; raises
+    unless all were acknowledged."""
     publisher.publish(
         [
             OutgoingMessage(row.topic, row.key, row.payload.encode())
-            for row in sorted(rows, key=lambda r: r.id)
+            for row in sorted(rows, key=lambda r: (r.topic != ERASURES, r.id))
         ]
     )
 

@@ -2,8 +2,11 @@
 
 from datetime import UTC, datetime
 
+import pytest
+from pydantic import ValidationError
+
 from shared.events import Erasure
-from shared.privacy import SuppressionList, erasure, event_ids, id_hash
+from shared.privacy import SuppressionList, erasure, event_ids, id_hash, suppression_seed
 from tests.support.lifecycle import day, identify, touch
 
 
@@ -39,3 +42,20 @@ def test_erasure_messages_are_keyed_by_their_own_id_with_sorted_unique_ids() -> 
     assert parsed.ids == ["a", "b"] and parsed.origin == "lifecycle"
     assert parsed.requested_at <= datetime.now(UTC)
     assert erasure(["a"], origin="x").key != erasure(["a"], origin="x").key
+
+
+def test_an_erasure_names_ids_or_well_formed_id_hashes() -> None:
+    seed = Erasure.model_validate_json(suppression_seed([id_hash("gone")], origin="seed").value)
+    assert seed.ids == [] and seed.id_hashes == [id_hash("gone")]
+    now = datetime.now(UTC)
+    with pytest.raises(ValidationError, match="at least one"):
+        Erasure(erasure_id="e", requested_at=now, origin="t")
+    with pytest.raises(ValidationError, match="32 lowercase hex"):
+        Erasure(erasure_id="e", id_hashes=["gone"], requested_at=now, origin="t")
+
+
+def test_suppression_list_takes_republished_id_hashes() -> None:
+    suppressions = SuppressionList("127.0.0.1:1")  # never started: fed by hand
+    suppressions.add(suppression_seed([id_hash("erased-user")], origin="seed").value)
+    assert suppressions.suppressed(touch(day(0), user="erased-user"))
+    assert not suppressions.suppressed(touch(day(0), user="someone-else"))
