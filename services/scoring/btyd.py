@@ -8,7 +8,9 @@ T = age at the end of the observation window, all in weeks; m = mean repeat-purc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -19,7 +21,7 @@ MIN_REPEAT_BUYERS = 10
 
 
 class FitError(ValueError):
-    """The data cannot support a fit (too few customers or the optimiser did not converge)."""
+    """The data cannot support a fit (too few customers, or no maximum the optimiser can find)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class BgNbd:
     a: float
     b: float
     log_likelihood: float = float("nan")
+    boundary: tuple[str, ...] = ()  # limits the fit reached, e.g. "a,b -> inf"
 
     def p_alive(self, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> NDArray[np.float64]:
         x, t_x, T = _arrays(x, t_x, T)
@@ -70,6 +73,7 @@ class GammaGamma:
     q: float
     gamma: float
     log_likelihood: float = float("nan")
+    boundary: tuple[str, ...] = ()
 
     @property
     def population_mean_spend(self) -> float:
@@ -124,29 +128,80 @@ def _dropout_odds(
     return np.where(x > 0, np.exp(np.minimum(log_odds, 700)), 0.0)
 
 
+# Shape parameters are searched in [1e-6, 1e6] and scale parameters in [1e-6, 1e12] (on log
+# scale). A shape parameter past BOUNDARY (coefficient of variation under 1%) is the limit of a
+# population without that heterogeneity; its value there predicts like the limiting model.
+SHAPE_BOUNDS = (math.log(1e-6), math.log(1e6))
+SCALE_BOUNDS = (math.log(1e-6), math.log(1e12))
+BOUNDARY = 1e4
+
+
 def bgnbd_log_likelihood(
-    params: NDArray[np.float64],
+    params: ArrayLike,
     x: NDArray[np.float64],
     t_x: NDArray[np.float64],
     T: NDArray[np.float64],
     weights: NDArray[np.float64],
 ) -> float:
     """Total log-likelihood, computed in log space (logaddexp for the two-term sum)."""
+    return _bgnbd_terms(np.asarray(params, dtype=np.float64), x, t_x, T, weights)[0]
+
+
+def bgnbd_gradient(
+    params: ArrayLike,
+    x: NDArray[np.float64],
+    t_x: NDArray[np.float64],
+    T: NDArray[np.float64],
+    weights: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """d log-likelihood / d (r, alpha, a, b), analytic."""
+    return _bgnbd_terms(np.asarray(params, dtype=np.float64), x, t_x, T, weights)[1]
+
+
+def _bgnbd_terms(
+    params: NDArray[np.float64],
+    x: NDArray[np.float64],
+    t_x: NDArray[np.float64],
+    T: NDArray[np.float64],
+    weights: NDArray[np.float64],
+) -> tuple[float, NDArray[np.float64]]:
     r, alpha, a, b = params
-    a1 = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
-    a2 = (
-        special.gammaln(a + b)
+    # r ln(alpha) - (r+x) ln(alpha+T) written as -r log1p(T/alpha) - x ln(alpha+T): exact when
+    # r and alpha run to a million (no purchase-rate heterogeneity)
+    b3 = -r * np.log1p(T / alpha) - x * np.log(alpha + T)
+    has_repeat = x > 0
+    bx1 = b + np.maximum(x, 1) - 1
+    b4 = np.where(
+        has_repeat,
+        np.log(a) - np.log(bx1) - r * np.log1p(t_x / alpha) - x * np.log(alpha + t_x),
+        -np.inf,
+    )
+    both = np.logaddexp(b3, b4)
+    ll = (
+        special.gammaln(r + x)
+        - special.gammaln(r)
+        + special.gammaln(a + b)
         + special.gammaln(b + x)
         - special.gammaln(b)
         - special.gammaln(a + b + x)
+        + both
     )
-    a3 = -(r + x) * np.log(alpha + T)
-    a4 = np.where(
-        x > 0,
-        np.log(a) - np.log(b + np.maximum(x, 1) - 1) - (r + x) * np.log(alpha + t_x),
-        -np.inf,
+    w3 = np.exp(b3 - both)
+    w4 = np.where(has_repeat, np.exp(b4 - both), 0.0)
+    ab = special.digamma(a + b) - special.digamma(a + b + x)
+    grad = np.array(
+        [
+            special.digamma(r + x)
+            - special.digamma(r)
+            - w3 * np.log1p(T / alpha)
+            - w4 * np.log1p(t_x / alpha),
+            w3 * (r * T / (alpha * (alpha + T)) - x / (alpha + T))
+            + w4 * (r * t_x / (alpha * (alpha + t_x)) - x / (alpha + t_x)),
+            ab + w4 / a,
+            ab + special.digamma(b + x) - special.digamma(b) - w4 / bx1,
+        ]
     )
-    return float(np.sum(weights * (a1 + a2 + np.logaddexp(a3, a4))))
+    return float(np.sum(weights * ll)), np.asarray(grad @ weights, dtype=np.float64)
 
 
 def _compress(*columns: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
@@ -156,41 +211,138 @@ def _compress(*columns: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
     return (*(unique[:, i] for i in range(unique.shape[1])), counts.astype(np.float64))
 
 
+@dataclass(frozen=True)
+class _Fit:
+    params: NDArray[np.float64]
+    log_likelihood: float
+
+
+def _maximise(
+    name: str,
+    terms: Callable[[NDArray[np.float64]], tuple[float, NDArray[np.float64]]],
+    starts: list[NDArray[np.float64]],
+    bounds: list[tuple[float, float]],
+    n: float,
+) -> _Fit:
+    """L-BFGS-B on log-parameters with the analytic gradient from several starts; the best
+    answer stands if its projected gradient is flat, else Nelder-Mead continues from it."""
+
+    def objective(log_params: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
+        params = np.exp(log_params)
+        ll, grad = terms(params)
+        if not np.isfinite(ll) or not np.isfinite(grad).all():
+            return math.inf, np.zeros_like(log_params)
+        return -ll / n, -grad * params / n  # per customer: tolerances do not depend on n
+
+    best: Any = None
+    for start in starts:
+        result = optimize.minimize(
+            objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
+            options={"maxiter": 2_000, "ftol": 1e-13, "gtol": 1e-9},
+        )  # fmt: skip
+        if np.isfinite(result.fun) and (best is None or result.fun < best.fun):
+            best = result
+    if best is not None and _flat(objective, best.x, bounds):
+        return _Fit(np.exp(best.x), -float(best.fun) * n)
+    fallback = optimize.minimize(
+        lambda v: objective(v)[0],
+        best.x if best is not None else starts[0],
+        method="Nelder-Mead",
+        bounds=bounds,
+        options={"xatol": 1e-8, "fatol": 1e-12, "maxfev": 20_000},
+    )
+    if not (np.isfinite(fallback.fun) and _flat(objective, fallback.x, bounds)):
+        raise FitError(f"{name} fit did not converge: {fallback.message}")
+    return _Fit(np.exp(fallback.x), -float(fallback.fun) * n)
+
+
+def _flat(
+    objective: Callable[[NDArray[np.float64]], tuple[float, NDArray[np.float64]]],
+    log_params: NDArray[np.float64],
+    bounds: list[tuple[float, float]],
+) -> bool:
+    """Projected gradient (per customer, log-parameters) below 1e-4: at a maximum or a bound
+    (rounding in the log-gammas of shape parameters near 1e6 leaves gradients about 1e-5)."""
+    _, grad = objective(log_params)
+    low = np.array([lo for lo, _ in bounds])
+    high = np.array([hi for _, hi in bounds])
+    grad = np.where((log_params <= low + 1e-9) & (grad > 0), 0.0, grad)
+    grad = np.where((log_params >= high - 1e-9) & (grad < 0), 0.0, grad)
+    return bool(np.isfinite(grad).all() and np.abs(grad).max() < 1e-4)
+
+
 def fit_bgnbd(x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> BgNbd:
     x, t_x, T = _arrays(x, t_x, T)
     if len(x) < MIN_CUSTOMERS or not (x > 0).any():
         raise FitError(f"BG/NBD needs at least {MIN_CUSTOMERS} customers and some repeat buyers")
     ux, ut_x, uT, w = _compress(x, t_x, T)
-
-    def objective(log_params: NDArray[np.float64]) -> float:
-        return -bgnbd_log_likelihood(np.exp(log_params), ux, ut_x, uT, w)
-
-    start = np.log([0.5, max(float(np.mean(T)), 1.0), 1.0, 1.0])
-    result = optimize.minimize(objective, start, method="Nelder-Mead", options=_NM_OPTIONS)
-    r, alpha, a, b = np.exp(result.x)
-    if not (result.success and np.isfinite(result.fun)):
-        raise FitError(f"BG/NBD fit did not converge: {result.message}")
-    return BgNbd(float(r), float(alpha), float(a), float(b), -float(result.fun))
+    rate = max(float(x.sum() / max(T.sum(), 1e-9)), 1e-6)  # purchases per week, for the starts
+    starts = [
+        np.log([r, r / rate, a, b])
+        for r, a, b in ((0.5, 1.0, 1.0), (2.0, 0.5, 3.0), (20.0, 5.0, 20.0))
+    ]
+    bounds = [SHAPE_BOUNDS, SCALE_BOUNDS, SHAPE_BOUNDS, SHAPE_BOUNDS]
+    fit = _maximise(
+        "BG/NBD", lambda p: _bgnbd_terms(p, ux, ut_x, uT, w), starts, bounds, float(len(x))
+    )
+    r, alpha, a, b = (float(v) for v in fit.params)
+    boundary = []
+    if r >= BOUNDARY:
+        boundary.append("r,alpha -> inf")  # one purchase rate for everyone
+    if a >= BOUNDARY and b >= BOUNDARY:
+        boundary.append("a,b -> inf")  # one dropout probability for everyone
+    elif b >= BOUNDARY:
+        boundary.append("b -> inf")  # nobody drops out
+    return BgNbd(r, alpha, a, b, fit.log_likelihood, tuple(boundary))
 
 
 def gamma_gamma_log_likelihood(
-    params: NDArray[np.float64],
+    params: ArrayLike,
     x: NDArray[np.float64],
     m: NDArray[np.float64],
     weights: NDArray[np.float64],
 ) -> float:
+    return _gamma_gamma_terms(np.asarray(params, dtype=np.float64), x, m, weights)[0]
+
+
+def gamma_gamma_gradient(
+    params: ArrayLike,
+    x: NDArray[np.float64],
+    m: NDArray[np.float64],
+    weights: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """d log-likelihood / d (p, q, gamma), analytic."""
+    return _gamma_gamma_terms(np.asarray(params, dtype=np.float64), x, m, weights)[1]
+
+
+def _gamma_gamma_terms(
+    params: NDArray[np.float64],
+    x: NDArray[np.float64],
+    m: NDArray[np.float64],
+    weights: NDArray[np.float64],
+) -> tuple[float, NDArray[np.float64]]:
     p, q, gamma = params
     px = p * x
+    # q ln(gamma) - (px+q) ln(xm+gamma) as -q log1p(xm/gamma) - px ln(xm+gamma), as above
+    spend = x * m
     ll = (
         special.gammaln(px + q)
         - special.gammaln(px)
         - special.gammaln(q)
-        + q * np.log(gamma)
         + (px - 1) * np.log(m)
         + px * np.log(x)
-        - (px + q) * np.log(x * m + gamma)
+        - q * np.log1p(spend / gamma)
+        - px * np.log(spend + gamma)
     )
-    return float(np.sum(weights * ll))
+    both = special.digamma(px + q)
+    grad = np.array(
+        [
+            x * (both - special.digamma(px) + np.log(m) + np.log(x) - np.log(spend + gamma)),
+            both - special.digamma(q) - np.log1p(spend / gamma),
+            q * spend / (gamma * (spend + gamma)) - px / (spend + gamma),
+        ]
+    )
+    return float(np.sum(weights * ll)), np.asarray(grad @ weights, dtype=np.float64)
 
 
 def fit_gamma_gamma(x: ArrayLike, m: ArrayLike) -> GammaGamma:
@@ -200,20 +352,21 @@ def fit_gamma_gamma(x: ArrayLike, m: ArrayLike) -> GammaGamma:
     if keep.sum() < MIN_REPEAT_BUYERS:
         raise FitError(f"Gamma-Gamma needs at least {MIN_REPEAT_BUYERS} repeat buyers")
     ux, um, w = _compress(x[keep], m[keep])
-
-    def objective(log_params: NDArray[np.float64]) -> float:
-        return -gamma_gamma_log_likelihood(np.exp(log_params), ux, um, w)
-
-    result = optimize.minimize(
-        objective, np.log([1.0, 2.0, 1.0]), method="Nelder-Mead", options=_NM_OPTIONS
+    mean = float(np.average(um, weights=w))
+    starts = [np.log([p, q, mean * (q - 1) / p]) for p, q in ((1.0, 2.0), (5.0, 4.0), (20.0, 20.0))]
+    bounds = [SHAPE_BOUNDS, SHAPE_BOUNDS, SCALE_BOUNDS]
+    fit = _maximise(
+        "Gamma-Gamma", lambda v: _gamma_gamma_terms(v, ux, um, w), starts, bounds, float(w.sum())
     )
-    p, q, gamma = np.exp(result.x)
-    if not (result.success and np.isfinite(result.fun)) or q <= 1:
-        raise FitError(f"Gamma-Gamma fit did not converge: {result.message}")
-    return GammaGamma(float(p), float(q), float(gamma), -float(result.fun))
-
-
-_NM_OPTIONS = {"xatol": 1e-7, "fatol": 1e-9, "maxiter": 20_000, "maxfev": 20_000}
+    p, q, gamma = (float(v) for v in fit.params)
+    if q <= 1:
+        raise FitError(f"Gamma-Gamma fit has q = {q:.3g} <= 1: the mean spend is not finite")
+    boundary = []
+    if q >= BOUNDARY:
+        boundary.append("q,gamma -> inf")  # one mean spend for everyone
+    if p >= BOUNDARY:
+        boundary.append("p -> inf")  # every customer spends the same amount each time
+    return GammaGamma(p, q, gamma, fit.log_likelihood, tuple(boundary))
 
 
 def predicted_clv(
