@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import metrics, privacy
-from shared.db import forget_processed, mark_processed
+from shared.db import dedup_scope, forget_processed, mark_processed
 from shared.events import DeadLetter, Touchpoint, dlq
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, Record, Subscription
 
@@ -160,21 +160,26 @@ class ConsumerLoop:
             return [], 0, 0
         with self._sessions.begin() as session:
             # The processed-message insert comes first: it is the transaction's first write.
-            new_ids = mark_processed(
-                session,
-                self.name,
-                ((e.message_id, privacy.id_hash(e.customer_key)) for _, e in events),
-            )
+            # A message id is unique per sender (source and customer), not globally.
+            rows = [
+                (e.message_id, dedup_scope(e.source, key), privacy.id_hash(key))
+                for _, e in events
+                for key in (e.customer_key,)
+            ]
+            new_keys = mark_processed(session, self.name, rows)
             fresh: list[Touchpoint] = []
-            for _, event in events:
-                if event.message_id in new_ids:
-                    new_ids.discard(event.message_id)  # a duplicate inside the batch counts once
+            fresh_keys: dict[int, tuple[str, str]] = {}
+            for (message_id, scope, _), (_, event) in zip(rows, events, strict=True):
+                key = (message_id, scope)
+                if key in new_keys:
+                    new_keys.discard(key)  # a duplicate inside the batch counts once
                     fresh.append(event)
+                    fresh_keys[id(event)] = key
             allowed = privacy.unsuppressed(session, self.name, fresh)
             if len(allowed) < len(fresh):
-                kept = {e.message_id for e in allowed}
+                kept = {id(e) for e in allowed}
                 forget_processed(
-                    session, self.name, [e.message_id for e in fresh if e.message_id not in kept]
+                    session, self.name, [k for i, k in fresh_keys.items() if i not in kept]
                 )
             self._handler(session, allowed)
         return allowed, len(events) - len(fresh), len(fresh) - len(allowed)

@@ -4,6 +4,7 @@ sessions, and the processed-message table that makes every consumer exactly-once
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ from sqlalchemy import (
     delete,
     event,
     text,
+    tuple_,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -359,16 +361,22 @@ def execute_many(session: Session, statement: UpdateBase, rows: Sequence[dict[st
     conn.exec_driver_sql(compiled.sql, parameters)
 
 
-def mark_processed(
-    session: Session, consumer: str, messages: Iterable[tuple[str, str]]
-) -> set[str]:
-    """Atomically record (message id, customer hash) pairs as processed by `consumer`; return the
-    message ids that were new.
+def dedup_scope(source: str, customer_key: str) -> str:
+    """The sender of an event, what its message id is unique within: 128 bits of the SHA-256 of
+    its source and customer key."""
+    return hashlib.sha256(f"{len(source)}:{source}{customer_key}".encode()).hexdigest()[:32]
 
-    One `INSERT .. ON CONFLICT DO NOTHING RETURNING` per batch: ids already present (a replay
+
+def mark_processed(
+    session: Session, consumer: str, messages: Iterable[tuple[str, str, str]]
+) -> set[tuple[str, str]]:
+    """Atomically record (message id, scope, customer hash) triples as processed by `consumer`;
+    return the (message id, scope) keys that were new.
+
+    One `INSERT .. ON CONFLICT DO NOTHING RETURNING` per batch: keys already present (a replay
     or a duplicate delivery) are not returned, so their events are skipped. Never check-then-insert.
     """
-    hashes = dict(messages)  # a message id twice in a batch: one row
+    hashes = {(m, s): h for m, s, h in messages}  # a key twice in a batch: one row
     if not hashes:
         return set()
     now = datetime.now(UTC)
@@ -376,49 +384,53 @@ def mark_processed(
     if conn.dialect.name == "sqlite":
         return _mark_processed_sqlite(conn, consumer, hashes, now)
     rows = [
-        {"consumer": consumer, "message_id": m, "processed_at": now, "customer_hash": h}
-        for m, h in hashes.items()
+        {"consumer": consumer, "message_id": m, "scope": s, "processed_at": now, "customer_hash": h}
+        for (m, s), h in hashes.items()
     ]
     # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")
-    # from one cached statement; conflicting (already processed) ids return no row.
+    # from one cached statement; conflicting (already processed) keys return no row.
+    p = processed_messages.c
     stmt = (
         upsert_into(session, processed_messages)
         .on_conflict_do_nothing()
-        .returning(processed_messages.c.message_id)
+        .returning(p.message_id, p.scope)
     )
-    return set(session.execute(stmt, rows).scalars())
+    return {(m, s) for m, s in session.execute(stmt, rows)}
 
 
-_PROCESSED_PER_INSERT = 1000  # 4,000 parameters, far under SQLite's limit of 32,766
+_PROCESSED_PER_INSERT = 1000  # 5,000 parameters, far under SQLite's limit of 32,766
 _PROCESSED_INSERT = (
-    "INSERT INTO processed_messages (consumer, message_id, processed_at, customer_hash) "
-    "VALUES {rows} ON CONFLICT DO NOTHING RETURNING message_id"
+    "INSERT INTO processed_messages (consumer, message_id, scope, processed_at, customer_hash) "
+    "VALUES {rows} ON CONFLICT DO NOTHING RETURNING message_id, scope"
 )
 
 
 def _mark_processed_sqlite(
-    conn: Connection, consumer: str, hashes: dict[str, str], now: datetime
-) -> set[str]:
+    conn: Connection, consumer: str, hashes: dict[tuple[str, str], str], now: datetime
+) -> set[tuple[str, str]]:
     """`mark_processed` straight through SQLite's driver: one multi-row insert per
-    `_PROCESSED_PER_INSERT` ids, the parameters as a flat tuple (SQLAlchemy's insertmanyvalues
+    `_PROCESSED_PER_INSERT` keys, the parameters as a flat tuple (SQLAlchemy's insertmanyvalues
     builds and converts a dictionary of parameters per row, about as much time as SQLite's own
     work)."""
     processed_at = UTCDateTime().process_bind_param(now, conn.dialect)
     items = list(hashes.items())
-    new: set[str] = set()
+    new: set[tuple[str, str]] = set()
     for start in range(0, len(items), _PROCESSED_PER_INSERT):
         chunk = items[start : start + _PROCESSED_PER_INSERT]
-        sql = _PROCESSED_INSERT.format(rows=",".join(["(?,?,?,?)"] * len(chunk)))
-        params = tuple(v for m, h in chunk for v in (consumer, m, processed_at, h))
-        new.update(row[0] for row in conn.exec_driver_sql(sql, params))
+        sql = _PROCESSED_INSERT.format(rows=",".join(["(?,?,?,?,?)"] * len(chunk)))
+        params = tuple(v for (m, s), h in chunk for v in (consumer, m, s, processed_at, h))
+        new.update((m, s) for m, s in conn.exec_driver_sql(sql, params))
     return new
 
 
-def forget_processed(session: Session, consumer: str, message_ids: Sequence[str]) -> None:
-    """Remove processed-message records (of events that were dropped after all)."""
+def forget_processed(session: Session, consumer: str, keys: Sequence[tuple[str, str]]) -> None:
+    """Remove processed-message records, by (message id, scope), of events that were dropped
+    after all."""
     p = processed_messages.c
-    for start in range(0, len(message_ids), 500):
-        chunk = message_ids[start : start + 500]
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
         session.execute(
-            delete(processed_messages).where(p.consumer == consumer, p.message_id.in_(chunk))
+            delete(processed_messages).where(
+                p.consumer == consumer, tuple_(p.message_id, p.scope).in_(chunk)
+            )
         )

@@ -1,5 +1,5 @@
 """DB plumbing the consumers' speed rests on: `execute_many` writes what SQLAlchemy's executemany
-would (on both databases), `mark_processed` returns exactly the new ids, and the background
+would (on both databases), `mark_processed` returns exactly the new keys, and the background
 `Checkpointer` keeps a SQLite WAL copied back and short."""
 
 import threading
@@ -14,6 +14,7 @@ from shared.db import (
     BACKGROUND_AUTOCHECKPOINT_PAGES,
     Checkpointer,
     execute_many,
+    forget_processed,
     make_engine,
     make_session_factory,
     mark_processed,
@@ -55,29 +56,42 @@ def test_execute_many_inserts_upserts_and_updates_with_converted_values(db_url: 
         engine.dispose()
 
 
-def test_mark_processed_returns_only_new_ids_and_stores_each_once(db_url: str) -> None:
-    """More ids than one multi-row insert takes (1,000 on SQLite), some already processed, some
-    twice in the batch, and the same ids under another consumer (new there)."""
+def test_mark_processed_returns_only_new_keys_and_stores_each_once(db_url: str) -> None:
+    """More keys than one multi-row insert takes (1,000 on SQLite), some already processed, some
+    twice in the batch, the same ids under another scope and under another consumer (new there)."""
     engine = make_engine(db_url)
     sessions = make_session_factory(engine)
     p = processed_messages.c
     try:
         with sessions.begin() as session:
-            first = mark_processed(session, "c1", [(f"m{i}", f"h{i}") for i in range(0, 2500, 2)])
-        assert first == {f"m{i}" for i in range(0, 2500, 2)}
-        batch = [(f"m{i}", f"h{i}") for i in range(2500)] + [("m1", "h1"), ("m3", "h3")]
+            first = mark_processed(
+                session, "c1", [(f"m{i}", "s", f"h{i}") for i in range(0, 2500, 2)]
+            )
+        assert first == {(f"m{i}", "s") for i in range(0, 2500, 2)}
+        batch = [(f"m{i}", "s", f"h{i}") for i in range(2500)]
+        batch += [("m1", "s", "h1"), ("m3", "s", "h3"), ("m0", "t", "h0")]
         with sessions.begin() as session:
             again = mark_processed(session, "c1", batch)
-            other = mark_processed(session, "c2", [("m0", "h0")])
-        assert again == {f"m{i}" for i in range(1, 2500, 2)}
-        assert other == {"m0"}
+            other = mark_processed(session, "c2", [("m0", "s", "h0")])
+        assert again == {(f"m{i}", "s") for i in range(1, 2500, 2)} | {("m0", "t")}
+        assert other == {("m0", "s")}
         with sessions() as session:
-            rows = session.execute(select(p.consumer, p.message_id, p.customer_hash)).all()
+            rows = session.execute(select(p.consumer, p.message_id, p.scope, p.customer_hash)).all()
             at = session.execute(select(p.processed_at).limit(1)).scalar_one()
         assert sorted(tuple(r) for r in rows) == sorted(
-            [("c1", f"m{i}", f"h{i}") for i in range(2500)] + [("c2", "m0", "h0")]
+            [("c1", f"m{i}", "s", f"h{i}") for i in range(2500)]
+            + [("c1", "m0", "t", "h0"), ("c2", "m0", "s", "h0")]
         )
         assert at.tzinfo is UTC and abs(datetime.now(UTC) - at) < timedelta(minutes=5)
+        with sessions.begin() as session:
+            forget_processed(session, "c1", [("m0", "t"), ("m2", "s")])
+        with sessions() as session:
+            left = session.execute(
+                select(p.message_id, p.scope).where(
+                    p.consumer == "c1", p.message_id.in_(["m0", "m2"])
+                )
+            ).all()
+        assert sorted(tuple(r) for r in left) == [("m0", "s")]
     finally:
         engine.dispose()
 

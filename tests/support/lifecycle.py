@@ -17,7 +17,7 @@ from services.lifecycle.handlers import LifecycleEngine
 from services.lifecycle.journey import decode_path
 from services.lifecycle.repository import FunnelEntry, funnel_row
 from services.lifecycle.tables import lifecycle_customers, lifecycle_funnel, lifecycle_orders
-from shared.db import make_engine, make_session_factory, mark_processed
+from shared.db import dedup_scope, make_engine, make_session_factory, mark_processed
 from shared.events import Touchpoint
 
 T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
@@ -107,11 +107,12 @@ def feed(
 ) -> None:
     """Apply one batch as the consumer loop does: processed-message dedup, then the handler."""
     with factory.begin() as session:
-        new = mark_processed(session, "lifecycle", [(e.message_id, "") for e in batch])
+        keys = [(e.message_id, dedup_scope(e.source, e.customer_key)) for e in batch]
+        new = mark_processed(session, "lifecycle", [(m, s, "") for m, s in keys])
         fresh, seen = [], set()
-        for event in batch:
-            if event.message_id in new and event.message_id not in seen:
-                seen.add(event.message_id)
+        for key, event in zip(keys, batch, strict=True):
+            if key in new and key not in seen:
+                seen.add(key)
                 fresh.append(event)
         engine.apply(session, fresh)
 
