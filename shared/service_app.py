@@ -15,6 +15,7 @@ from shared.api import (
     health_router,
 )
 from shared.consumer_loop import Handler
+from shared.docs import serve_docs
 from shared.metrics import instrument
 from shared.runtime import ConsumerService, Worker
 from shared.settings import Settings
@@ -45,6 +46,7 @@ def create_consumer_app(
     # of a chunked body pass it).
     app = FastAPI(title=title, version="1", lifespan=lifespan, max_body_size=MAX_BODY_BYTES)
     app.state.settings = settings
+    serve_docs(app)
     answer_bad_parameters_with_400(app)
     answer_database_outages_with_503(app)
     instrument(app, name)

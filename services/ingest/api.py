@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from services.ingest.body import read_body
 from services.ingest.channels import ChannelClassifier
+from services.ingest.errors import IngestError, answer_errors_with_codes
 from services.ingest.normalise import (
     MAX_EVENT_BYTES,
     Normaliser,
@@ -37,10 +38,13 @@ from services.ingest.schemas import (
     IngestResult,
     RejectedItem,
     SegmentCall,
+    document_security,
     request_body,
 )
+from services.ingest.sdk_settings import cdn_settings, reached_at
 from shared import metrics
 from shared.api import health_router
+from shared.docs import serve_docs
 from shared.events import REJECTED, TOUCHPOINTS, RejectedEvent
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, broker_reachable
 from shared.logs import configure_logging
@@ -56,37 +60,36 @@ SINGLE_CALLS = ("track", "identify", "page", "screen", "group", "alias")
 SUPPRESSED = "events for this id are suppressed: the customer was erased"
 
 
-def _error(status: int, detail: str, retry_after: str | None = None) -> HTTPException:
+def _error(status: int, code: str, message: str, retry_after: str | None = None) -> IngestError:
     headers = {"Retry-After": retry_after} if retry_after else None
-    return HTTPException(status, detail=detail, headers=headers)
+    return IngestError(status, code, message, headers)
 
 
 async def _read_body(request: Request) -> bytes:
-    """The raw body, refused once it passes the request limit (before any parsing)."""
-    limit_error = _error(413, f"request body exceeds the {MAX_REQUEST_BYTES // 1024} KB limit")
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_REQUEST_BYTES:
-        raise limit_error
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_REQUEST_BYTES:
-            raise limit_error
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The body, decompressed, refused once it passes the request limit (before any parsing)."""
+    return await read_body(
+        request.stream(),
+        request.headers.get("content-encoding", ""),
+        request.headers.get("content-length", ""),
+        MAX_REQUEST_BYTES,
+    )
 
 
 def _parse(body: bytes) -> dict[str, Any]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise _error(400, "body is not valid JSON") from None
+        raise _error(400, "invalid_json", "body is not valid JSON") from None
     if not isinstance(payload, dict):
-        raise _error(400, "body must be a JSON object")
+        raise _error(400, "invalid_json", "body must be a JSON object")
     return payload
 
 
-def _write_key(request: Request, payload: Mapping[str, Any]) -> str | None:
+def _rejection_code(rejected: Rejected) -> str:
+    return {413: "event_too_large", 403: "suppressed"}.get(rejected.status, "invalid_event")
+
+
+def _write_key(request: Request, payload: Mapping[str, Any], in_query: bool) -> str | None:
     auth = request.headers.get("authorization", "")
     scheme, _, credentials = auth.partition(" ")
     if scheme.lower() == "basic" and credentials:
@@ -96,6 +99,8 @@ def _write_key(request: Request, payload: Mapping[str, Any]) -> str | None:
             return None
         return username or None
     key = payload.get("writeKey")
+    if in_query and not key:
+        key = request.query_params.get("writeKey")
     return key if isinstance(key, str) and key else None
 
 
@@ -118,30 +123,34 @@ class Ingest:
         self.normaliser = Normaliser(ChannelClassifier.from_file())
         self.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
 
-    async def handle(self, request: Request, kind: str | None, historical: bool) -> IngestResult:
+    async def handle(
+        self, request: Request, kind: str | None, historical: bool, key_in_query: bool = False
+    ) -> IngestResult:
         received_at = datetime.now(UTC)
         payload = _parse(await _read_body(request))
-        key = _write_key(request, payload)
+        key = _write_key(request, payload, key_in_query)
         source = self.settings.write_key_sources.get(key) if key else None
         if source is None:
-            raise HTTPException(
+            raise IngestError(
                 401,
-                detail="missing or unknown write key (HTTP Basic username or body writeKey)",
+                "unauthorized",
+                "missing or unknown write key (HTTP Basic username or body writeKey)",
                 headers={"WWW-Authenticate": 'Basic realm="touchline"'},
             )
         if not self.suppressions.ready:
             detail = "the list of erased customers is not loaded yet (broker unavailable?); retry"
-            raise _error(503, detail, "5")
+            raise _error(503, "broker_unavailable", detail, "5")
         if kind is None:
             items = payload.get("batch")
             if not isinstance(items, list):
-                raise _error(400, "batch must be a list of events")
+                raise _error(400, "invalid_batch", "batch must be a list of events")
             if len(items) > MAX_BATCH_EVENTS:
-                raise _error(400, f"batch has {len(items)} events; the limit is {MAX_BATCH_EVENTS}")
+                detail = f"batch has {len(items)} events; the limit is {MAX_BATCH_EVENTS}"
+                raise _error(400, "too_many_events", detail)
             try:
                 batch_sent_at = parse_time(payload.get("sentAt"), "sentAt")
             except Rejected as exc:
-                raise _error(400, exc.reason) from None
+                raise _error(400, "invalid_batch", exc.reason) from None
             batch_context = payload.get("context")
             if not isinstance(batch_context, dict):
                 batch_context = None
@@ -150,7 +159,14 @@ class Ingest:
 
         wait = self.limiter.acquire(key or "", max(len(items), 1))
         if wait:
-            raise _error(429, "rate limit exceeded for this write key", retry_after_header(wait))
+            seconds = retry_after_header(wait)
+            # X-RateLimit-Reset in seconds to wait, as analytics-next's browser dispatcher reads it.
+            raise IngestError(
+                429,
+                "rate_limited",
+                "rate limit exceeded for this write key",
+                {"Retry-After": seconds, "X-RateLimit-Reset": seconds},
+            )
 
         messages: list[OutgoingMessage] = []
         channels: list[str] = []
@@ -200,13 +216,13 @@ class Ingest:
         except BrokerUnavailable:
             log.warning("broker unavailable; answered 503")
             detail = "event broker unavailable, nothing was accepted; retry later"
-            raise _error(503, detail, "5") from None
+            raise _error(503, "broker_unavailable", detail, "5") from None
         for channel, count in Counter(channels).items():
             metrics.EVENTS_ACCEPTED.labels(channel).inc(count)
         for item in rejected:
             metrics.EVENTS_REJECTED.labels(metrics.reason_label(item.reason)).inc()
         if kind is not None and single_error is not None:
-            raise _error(single_error.status, single_error.reason)
+            raise _error(single_error.status, _rejection_code(single_error), single_error.reason)
         return IngestResult(accepted=len(items) - len(rejected), rejected=rejected)
 
 
@@ -238,12 +254,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    answer_errors_with_codes(app)
+    serve_docs(app)
     metrics.instrument(app, "ingest")
     app.add_middleware(
         CORSMiddleware,
         allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
         allow_methods=["POST", "GET", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type"],
+        # AnonymousId: RudderStack's browser SDK sends it with every call.
+        allow_headers=["Authorization", "Content-Type", "Content-Encoding", "AnonymousId"],
         max_age=86400,
     )
     app.include_router(
@@ -255,9 +274,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
 
-    def add_route(path: str, kind: str | None, historical: bool, model: type[Any]) -> None:
+    def add_route(
+        path: str, kind: str | None, model: type[Any], summary: str, *, historical: bool = False,
+        key_in_query: bool = False,
+    ) -> None:  # fmt: skip
         async def endpoint(request: Request) -> IngestResult:
-            return await request.app.state.ingest.handle(request, kind, historical)
+            return await request.app.state.ingest.handle(request, kind, historical, key_in_query)
 
         app.add_api_route(
             path,
@@ -265,24 +287,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             methods=["POST"],
             response_model=IngestResult,
             responses=ERROR_RESPONSES,
-            openapi_extra=request_body(model),
+            openapi_extra=request_body(model, key_in_query=key_in_query),
             name=path.rsplit("/", 1)[-1],
-            summary=f"Segment {kind or 'batch'} call"
-            + (" (historical import)" if historical else ""),
+            summary=summary,
             tags=["tracking"],
         )
 
     for call in SINGLE_CALLS:
-        add_route(f"/v1/{call}", call, False, SegmentCall)
-    add_route("/v1/batch", None, False, BatchRequest)
-    add_route("/v1/import", None, True, BatchRequest)
+        add_route(f"/v1/{call}", call, SegmentCall, f"Segment {call} call")
+    add_route("/v1/batch", None, BatchRequest, "Segment batch")
+    add_route(
+        "/v1/import", None, BatchRequest, "Segment batch (historical import)", historical=True
+    )
+    # The one-letter paths of analytics-next and the mobile SDKs, and RudderStack's beacon.
+    for call in SINGLE_CALLS:
+        add_route(f"/v1/{call[0]}", call, SegmentCall, f"Segment {call} call (short path)")
+    add_route("/v1/b", None, BatchRequest, "Segment batch (short path)")
+    add_route(
+        "/beacon/v1/batch",
+        None,
+        BatchRequest,
+        "RudderStack beacon batch (write key in the query)",
+        key_in_query=True,
+    )
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"success": False, "detail": exc.detail}, exc.status_code, headers=exc.headers
+    async def sdk_settings(write_key: str, request: Request) -> dict[str, Any]:
+        """The settings Segment's SDKs fetch from their CDN, sending their events here."""
+        if write_key not in settings.write_key_sources:
+            raise IngestError(404, "not_found", "no source has this write key")
+        host, protocol = reached_at(request.headers, request.url.scheme)
+        return cdn_settings(write_key, host, protocol)
+
+    for prefix in ("/v1", ""):  # analytics-kotlin's cdnHost already ends in /v1
+        app.add_api_route(
+            f"{prefix}/projects/{{write_key}}/settings",
+            sdk_settings,
+            methods=["GET"],
+            name=f"sdk_settings{prefix.replace('/', '_')}",
+            summary="SDK settings (what a Segment SDK fetches from its CDN)",
+            responses={404: ERROR_RESPONSES[404]},
+            openapi_extra={"security": []},
+            tags=["sdk"],
         )
 
+    document_security(app)
     return app
 
 
