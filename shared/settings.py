@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
     consumer_batch_size: int = Field(default=1000, ge=1)
     run_consumer: bool = True  # run the Kafka consumer loop inside the service process
+    # /readyz: a consumer with lag that commits no offsets for this long is not ready
+    consumer_stall_s: float = Field(default=4.0, gt=0)
+    # `touchline up`'s clean stop: how long the consumers may take to apply what was accepted
+    stop_drain_timeout_s: float = Field(default=300.0, ge=0)
 
     produce_timeout_s: float = Field(default=5.0, gt=0)
     rate_limit_per_s: float = Field(default=5000.0, gt=0)  # events per second per write key
