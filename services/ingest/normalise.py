@@ -205,6 +205,8 @@ class Normaliser:
         if context is not raw.get("context"):
             raw = {**raw, "context": context}
         original = parse_time(raw.get("timestamp"), "timestamp")
+        if original is None:  # RudderStack's SDKs send the event time as originalTimestamp
+            original = parse_time(raw.get("originalTimestamp"), "originalTimestamp")
         sent_at = parse_time(raw.get("sentAt"), "sentAt") or batch_sent_at
         revenue = currency = None
         if kind == "track" and event in PURCHASE_EVENTS:
