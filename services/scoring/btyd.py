@@ -62,9 +62,18 @@ class BgNbd:
 
     def expected_purchases(self, t: float) -> float:
         """Unconditional E[X(t)] for a new customer over `t` weeks."""
+        return float(self.expected_purchases_by_age(t))
+
+    def expected_purchases_by_age(self, t: ArrayLike) -> NDArray[np.float64]:
+        """E[X(t)] for each of the ages `t` (weeks)."""
+        t = np.asarray(t, dtype=np.float64)
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         hyp = hyp2f1(r, b, a + b - 1, t / (alpha + t))
-        return float((a + b - 1) / (a - 1) * (1.0 - (alpha / (alpha + t)) ** r * hyp))
+        # (alpha/(alpha+t))^r as exp(-r log1p(t/alpha)): exact as r and alpha grow together
+        return np.asarray(
+            (a + b - 1) / (a - 1) * (1.0 - np.exp(-r * np.log1p(t / alpha)) * hyp),
+            dtype=np.float64,
+        )
 
 
 @dataclass(frozen=True)
