@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -97,8 +97,13 @@ READ_ERRORS = error_responses(400, 401, 404, 503)
 ADMIN_ERRORS = error_responses(400, 401, 403, 404, 503)
 
 
-def health_router(readiness: Callable[[Request], dict[str, bool]]) -> APIRouter:
-    """`/healthz` (process is up) and `/readyz` (every dependency reachable, 503 otherwise)."""
+def health_router(
+    readiness: Callable[[Request], Mapping[str, bool | str]],
+    notices: Callable[[Request], list[str]] | None = None,
+) -> APIRouter:
+    """`/healthz` (process is up) and `/readyz`: 200 while every check passes, else 503 with the
+    reason of each failing check (a check answers True, or False or a sentence saying why not);
+    `notices` are events worth knowing that do not make the service unready."""
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz")
@@ -107,12 +112,22 @@ def health_router(readiness: Callable[[Request], dict[str, bool]]) -> APIRouter:
 
     @router.get("/readyz")
     def readyz(request: Request) -> JSONResponse:
-        checks = readiness(request)
+        results = readiness(request)
+        checks = {name: result is True for name, result in results.items()}
+        reasons = {
+            name: result if isinstance(result, str) else f"{name} check failed"
+            for name, result in results.items()
+            if result is not True
+        }
         ready = all(checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status_code=200 if ready else 503,
-        )
+        body: dict[str, Any] = {
+            "status": "ready" if ready else "not ready",
+            "checks": checks,
+            "reasons": reasons,
+        }
+        if notices is not None:
+            body["notices"] = notices(request)
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     return router
 

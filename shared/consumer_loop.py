@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -50,6 +51,25 @@ class LoopStats:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
+@dataclass
+class Progress:
+    """Where the loop stands, for readiness and metrics (read from other threads: every field is
+    replaced whole, never mutated)."""
+
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)  # per assigned partition
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)  # last offsets it committed
+    last_commit_at: float | None = None  # time.monotonic()
+    waiting_since: float | None = None  # behind, and no commit since then
+    oldest_pending: datetime | None = None  # received_at of the oldest event in hand
+
+    def behind(self) -> int:
+        return sum(self.lag.values())
+
+    def stalled_s(self, now: float) -> float:
+        """Seconds the loop has had events to apply without committing any."""
+        return 0.0 if self.waiting_since is None else now - self.waiting_since
+
+
 def _is_infrastructure_error(exc: BaseException) -> bool:
     """A database that is down or locked is retried; anything else is a bad message."""
     if isinstance(exc, OperationalError | InterfaceError):
@@ -72,9 +92,11 @@ class ConsumerLoop:
         batch_size: int = 500,
         max_attempts: int = 3,
         max_backoff_s: float = 2.0,
+        progress: Progress | None = None,
     ) -> None:
         self.name = name
         self.stats = LoopStats()
+        self.progress = progress or Progress()  # kept by the service across restarts of the loop
         self._subscription = subscription
         self._sessions = session_factory
         self._handler = handler
@@ -89,8 +111,9 @@ class ConsumerLoop:
         while not self._stop.is_set():
             records = self._subscription.poll(max_records=self._batch_size, timeout_ms=200)
             if not records:
+                self._idle()
                 continue
-            metrics.observe_lag(self.name, self._subscription.progress(records, done=False))
+            self._note_lag(self._subscription.progress(records, done=False))
             try:
                 self.process(records)
             except (BrokerUnavailable, OperationalError, InterfaceError, DBAPIError) as exc:
@@ -102,7 +125,39 @@ class ConsumerLoop:
                 continue
             backoff = 0.1
             self._subscription.commit(records)
-            metrics.observe_lag(self.name, self._subscription.progress(records, done=True))
+            self._note_commit(records, self._subscription.progress(records, done=True))
+
+    def _note_lag(self, ends: Sequence[tuple[str, int, int | None, int]]) -> None:
+        metrics.observe_lag(self.name, ends)
+        known = {(t, p): max(end - nxt, 0) for t, p, end, nxt in ends if end is not None}
+        progress = self.progress
+        progress.lag = {**progress.lag, **known}
+        if progress.behind() == 0:
+            progress.waiting_since = progress.oldest_pending = None
+        elif progress.waiting_since is None:
+            progress.waiting_since = time.monotonic()
+
+    def _note_commit(
+        self, records: Sequence[Record], ends: Sequence[tuple[str, int, int | None, int]]
+    ) -> None:
+        progress = self.progress
+        done: dict[tuple[str, int], int] = {}
+        for r in records:
+            done[(r.topic, r.partition)] = max(done.get((r.topic, r.partition), 0), r.offset + 1)
+        progress.committed = {**progress.committed, **done}
+        progress.last_commit_at = time.monotonic()
+        # Committed just now: the stall clock starts again; the next batch brings the oldest.
+        progress.waiting_since = progress.oldest_pending = None
+        self._note_lag(ends)
+
+    def _idle(self) -> None:
+        """Nothing polled: forget the lag of partitions this member no longer holds."""
+        progress = self.progress
+        held = self._subscription.assigned()
+        if any(tp not in held for tp in progress.lag):
+            progress.lag = {tp: n for tp, n in progress.lag.items() if tp in held}
+            if progress.behind() == 0:
+                progress.waiting_since = progress.oldest_pending = None
 
     def process(self, records: Sequence[Record]) -> None:
         """Apply one polled batch to the database and dead-letter its poison messages.
@@ -117,6 +172,10 @@ class ConsumerLoop:
                 events.append((record, Touchpoint.model_validate_json(record.value)))
             except (ValidationError, ValueError) as exc:
                 dead.append(self._dead_letter(record, f"undecodable: {exc}"))
+        if events:
+            oldest = min(e.received_at for _, e in events)
+            if self.progress.oldest_pending is None or oldest < self.progress.oldest_pending:
+                self.progress.oldest_pending = oldest
         try:
             applied, duplicates, suppressed = self._apply(events)
         except Exception as exc:

@@ -194,6 +194,10 @@ class Subscription:
             if tp in assigned:
                 self._consumer.seek(tp, offset)
 
+    def assigned(self) -> set[tuple[str, int]]:
+        """The partitions this member holds now (no broker round trip)."""
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages behind the end of each assigned partition, from the consumer's own metadata."""
         lags: dict[tuple[str, int], int] = {}
@@ -265,7 +269,7 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> Non
         admin.close()
 
 
-def broker_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
+def broker_reachable(bootstrap: str, timeout_s: float = 0.5) -> bool:
     """True when the cluster answers a metadata request within the timeout."""
     try:
         admin = _admin(bootstrap, timeout_ms=int(timeout_s * 1000))
@@ -287,3 +291,96 @@ def _admin(bootstrap: str, timeout_ms: int = 10_000) -> Any:
         request_timeout_ms=timeout_ms,
         bootstrap_timeout_ms=timeout_ms,
     )
+
+
+def committed_offsets(
+    bootstrap: str, group: str, timeout_s: float = 0.5
+) -> dict[tuple[str, int], int]:
+    """A consumer group's committed offsets, (topic, partition) -> next offset to process."""
+    try:
+        admin = _admin(bootstrap, timeout_ms=int(timeout_s * 1000))
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot connect to broker: {exc}") from exc
+    try:
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"broker did not answer: {exc}") from exc
+    finally:
+        admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+
+
+def consumer_lags(
+    bootstrap: str, groups: dict[str, list[str]], timeout_s: float = 5.0
+) -> dict[str, dict[tuple[str, int], int]]:
+    """Per consumer group: events of its topics (the given ones, and any it committed on) between
+    its committed offset and the end of each partition, i.e. accepted but not yet applied.
+
+    End offsets come from a fetch's high watermark: the embedded broker's ListOffsets answers the
+    start of the last record batch instead of the end of the partition."""
+    timeout_ms = int(timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    try:
+        admin = _admin(bootstrap, timeout_ms=timeout_ms)
+        reader = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            client_id="touchline-lag",
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=50,
+            max_partition_fetch_bytes=1024,
+            request_timeout_ms=max(timeout_ms, 1000),
+        )
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot connect to broker: {exc}") from exc
+    try:
+        committed = {
+            group: {
+                (tp.topic, tp.partition): meta.offset
+                for tp, meta in admin.list_group_offsets({group: None}).get(group, {}).items()
+            }
+            for group in groups
+        }
+        partitions = {tp for offsets in committed.values() for tp in offsets}
+        for topics in groups.values():
+            for topic in topics:
+                partitions |= {(topic, p) for p in reader.partitions_for_topic(topic) or ()}
+        tps = [TopicPartition(t, p) for t, p in sorted(partitions)]
+        listed = reader.end_offsets(tps) if tps else {}
+        starts = reader.beginning_offsets(tps) if tps else {}
+        reader.assign(tps)
+        for tp in tps:  # at or before the last batch: its fetch answers the real end
+            reader.seek(tp, max(listed[tp] - 1, 0))
+        while any(reader.highwater(tp) is None for tp in tps):
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable("no end offsets from the broker in time")
+            reader.poll(timeout_ms=100)
+        ends = {(tp.topic, tp.partition): reader.highwater(tp) or 0 for tp in tps}
+        first = {(tp.topic, tp.partition): offset for tp, offset in starts.items()}
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"broker did not answer: {exc}") from exc
+    finally:
+        reader.close(autocommit=False)
+        admin.close()
+    return {
+        group: {
+            tp: max(ends[tp] - committed[group].get(tp, first[tp]), 0)
+            for tp in ends
+            if tp in committed[group] or tp[0] in groups[group]
+        }
+        for group in groups
+    }
+
+
+def consumer_groups(bootstrap: str, timeout_s: float = 2.0) -> list[str]:
+    """The consumer groups the broker knows."""
+    try:
+        admin = _admin(bootstrap, timeout_ms=int(timeout_s * 1000))
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot connect to broker: {exc}") from exc
+    try:
+        return sorted(g["group_id"] for g in admin.list_groups())
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"broker did not answer: {exc}") from exc
+    finally:
+        admin.close()

@@ -65,6 +65,28 @@ LAG = Gauge(
     ["consumer", "topic", "partition"],
     multiprocess_mode="liveall",  # when ingest runs several worker processes (see below)
 )
+OLDEST_UNAPPLIED = Gauge(
+    "touchline_consumer_oldest_unapplied_age_seconds",
+    "Age (since ingest received it) of the oldest event the consumer has not applied yet; 0 when "
+    "it has caught up",
+    ["consumer"],
+)
+LOG_LOST = Counter(
+    "touchline_consumer_broker_log_lost",
+    "Times the broker lost this consumer group's committed offsets (an embedded broker that "
+    "restarted): events accepted before then and not yet applied were lost with its log",
+    ["consumer"],
+)
+READY = Gauge(
+    "touchline_ready",
+    "1 while the check passes, 0 while /readyz reports it failing (consumers: broker, database, "
+    "consumer progress)",
+    ["service", "check"],
+)
+OUTBOX_PENDING = Gauge(
+    "touchline_lifecycle_outbox_pending",
+    "Rows in lifecycle's outbox not yet published to the broker (as of the relay's last round)",
+)
 TRANSITIONS = Counter(
     "touchline_lifecycle_transitions",
     "Committed lifecycle transitions, by kind, stage entered and triggering channel",

@@ -6,14 +6,16 @@ import gc
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.consumer_loop import ConsumerLoop, Handler
-from shared.db import Checkpointer, database_reachable, make_engine, make_session_factory
+from shared.consumer_loop import ConsumerLoop, Handler, Progress
+from shared.db import Checkpointer, make_engine, make_session_factory
 from shared.events import TOUCHPOINTS
+from shared.health import Check, HealthMonitor
 from shared.kafka import Publisher, Subscription
 from shared.settings import Settings
 
@@ -56,6 +58,15 @@ class ConsumerService:
         self._thread: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
         self.loop: ConsumerLoop | None = None
+        self.progress = Progress()  # of every loop this service runs, for readiness
+        self.health = HealthMonitor(
+            group=name,
+            bootstrap=settings.kafka_bootstrap,
+            engine=self.engine,
+            progress=lambda: self.progress if self._thread is not None else None,
+            consumer=lambda: self._consumer_check() if self._thread is not None else True,
+        )
+        self._workers.append(lambda _, stop: self.health.run(stop))
 
     def start(self, consume: bool = True) -> None:
         """Start the workers, and the consumer loop unless `consume` is false (API only)."""
@@ -88,11 +99,26 @@ class ConsumerService:
         if self._thread is not None:
             self._thread.join()
 
-    def readiness(self) -> dict[str, bool]:
-        checks = {"database": database_reachable(self.engine)}
-        if self._thread is not None:
-            checks["consumer"] = self.loop is not None and self.loop.stats.healthy
+    def readiness(self) -> dict[str, Check]:
+        """Broker and database reachable (checked once a second) and, for a consumer, progress."""
+        checks = self.health.checks()
+        if self._thread is not None and "consumer" in checks:
+            checks["consumer"] = self._consumer_check()
         return checks
+
+    def _consumer_check(self) -> Check:
+        loop = self.loop
+        if loop is None:
+            return "the consumer has not started"
+        if not loop.stats.healthy:
+            return f"the consumer cannot apply its batch: {loop.stats.last_error}"
+        stalled = self.progress.stalled_s(time.monotonic())
+        if stalled > self.settings.consumer_stall_s:
+            return (
+                f"the consumer is stuck: {self.progress.behind()} events behind and no offsets "
+                f"committed for {stalled:.0f} s"
+            )
+        return True
 
     def _run(self) -> None:
         publisher = Publisher(
@@ -129,6 +155,7 @@ class ConsumerService:
                 dead_letters=publisher,
                 stop=self._stop,
                 batch_size=self.settings.consumer_batch_size,
+                progress=self.progress,
             )
             self.loop.run()
         finally:

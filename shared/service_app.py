@@ -50,7 +50,12 @@ def create_consumer_app(
     answer_bad_parameters_with_400(app)
     answer_database_outages_with_503(app)
     instrument(app, name)
-    app.include_router(health_router(lambda request: request.app.state.service.readiness()))
+    app.include_router(
+        health_router(
+            lambda request: request.app.state.service.readiness(),
+            lambda request: request.app.state.service.health.notices,
+        )
+    )
     for router in routers:
         app.include_router(router)
     return app

@@ -219,8 +219,8 @@ def test_database_outage_stops_progress_then_recovers_without_loss(
         set_connections(False)
         try:
             publish(own_broker.bootstrap, second)
-            wait_for(service.readiness, lambda r: not r["consumer"], 30, "not ready")
-            assert service.readiness()["database"] is False
+            wait_for(service.readiness, lambda r: r["consumer"] is not True, 30, "not ready")
+            assert service.readiness()["database"] is not True
         finally:
             set_connections(True)
         wait_for(
@@ -229,7 +229,7 @@ def test_database_outage_stops_progress_then_recovers_without_loss(
             60,
             "recovery after the outage",
         )
-        wait_for(service.readiness, lambda r: all(r.values()), 30, "ready again")
+        wait_for(service.readiness, lambda r: all(v is True for v in r.values()), 30, "ready again")
     assert total_events(pg_url, lifecycle_customers, customers_of(first + second)) == len(
         first + second
     )
