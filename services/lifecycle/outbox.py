@@ -23,10 +23,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, or_, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.lifecycle.tables import lifecycle_outbox
+from shared import metrics
 from shared.events import ERASURES
 from shared.kafka import OutgoingMessage, Publisher
 from shared.runtime import ConsumerService
@@ -95,6 +96,12 @@ def _publish(publisher: Publisher, rows: Sequence[Any]) -> None:
     )
 
 
+def pending(sessions: sessionmaker[Session]) -> int:
+    """Rows not yet published (claimed ones included)."""
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(lifecycle_outbox)) or 0
+
+
 def relay(service: ConsumerService, stop: threading.Event) -> None:
     """A service worker: relay until `stop`, pausing when the outbox is empty or on failure."""
     settings = service.settings
@@ -107,6 +114,8 @@ def relay(service: ConsumerService, stop: threading.Event) -> None:
     try:
         while not stop.is_set():
             try:
+                # Counted before the round: never reads 0 while a row waits (a clean stop drains)
+                metrics.OUTBOX_PENDING.set(pending(service.sessions))
                 sent = relay_once(service.sessions, publisher, lease_s=lease_s)
             except Exception as exc:
                 log.warning("outbox relay failed, will retry: %s", type(exc).__name__)
