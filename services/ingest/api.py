@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
+from services.ingest import draining
 from services.ingest.body import read_body
 from services.ingest.channels import ChannelClassifier
 from services.ingest.errors import IngestError, answer_errors_with_codes
@@ -29,6 +30,7 @@ from services.ingest.normalise import (
     Normaliser,
     Rejected,
     accept,
+    event_size,
     parse_time,
 )
 from services.ingest.ratelimit import RateLimiter, retry_after_header
@@ -174,7 +176,7 @@ class Ingest:
         single_error: Rejected | None = None
         for index, raw in enumerate(items):
             try:
-                if len(orjson.dumps(raw)) > MAX_EVENT_BYTES:
+                if event_size(raw) > MAX_EVENT_BYTES:
                     raise Rejected(f"event exceeds the {MAX_EVENT_BYTES // 1024} KB limit", 413)
                 accepted = accept(
                     self.normaliser.fields(
@@ -256,6 +258,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     answer_errors_with_codes(app)
     serve_docs(app)
+    draining.install(app)  # inside the counting and CORS middleware: its 503s get both
     metrics.instrument(app, "ingest")
     app.add_middleware(
         CORSMiddleware,
@@ -268,8 +271,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(
         health_router(
             lambda request: {
-                "broker": broker_reachable(settings.kafka_bootstrap),
+                "broker": broker_reachable(settings.kafka_bootstrap, timeout_s=0.5)
+                or "the broker did not answer within 0.5 s",
                 "suppressions": request.app.state.ingest.suppressions.ready,
+                "accepting": draining.readiness(),
             }
         )
     )

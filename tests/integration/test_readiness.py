@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -13,6 +14,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from services.ingest import draining
+from services.ingest.api import create_app as ingest_app
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.tables import lifecycle_customers
 from shared.api import health_router
@@ -160,3 +163,25 @@ def test_readyz_answers_503_with_a_reason_per_failing_check() -> None:
         answer = client.get("/readyz")
         assert answer.status_code == 200
         assert answer.json()["reasons"] == {}
+
+
+def test_draining_ingest_answers_503_with_retry_after_and_is_not_ready(
+    broker: EmbeddedBroker,
+) -> None:
+    settings = settings_for(broker.bootstrap, "sqlite://")
+    event = {"userId": f"drain-{uuid.uuid4().hex}", "event": "Signed Up"}
+    with TestClient(ingest_app(settings)) as client:
+        assert client.post("/v1/track", json=event, auth=("test-key", "")).status_code == 200
+        assert client.get("/readyz").status_code == 200
+        draining.drain()
+        try:
+            answer = client.post("/v1/track", json=event, auth=("test-key", ""))
+            assert answer.status_code == 503
+            assert answer.headers["Retry-After"] == draining.RETRY_AFTER_S
+            assert answer.json()["code"] == "draining"
+            readyz = client.get("/readyz")
+            assert readyz.status_code == 503
+            assert readyz.json()["reasons"] == {"accepting": draining.readiness()}
+        finally:
+            draining.resume()
+        assert client.post("/v1/track", json=event, auth=("test-key", "")).status_code == 200
