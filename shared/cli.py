@@ -69,7 +69,13 @@ def topics() -> int:
     from shared.settings import Settings
 
     settings = Settings()
-    ensure_topics(settings.kafka_bootstrap, all_topics(), settings.topic_partitions)
+    ensure_topics(
+        settings.kafka_bootstrap,
+        all_topics(),
+        settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
+        min_insync_replicas=settings.topic_min_insync_replicas,
+    )
     return 0
 
 

@@ -20,6 +20,15 @@ ERASURES = "privacy.erasures.v1"  # GDPR erasures: every service erases, ingest 
 # The erasures are the suppression list: compacted (every key is unique), never expired.
 TOPIC_CONFIGS = {ERASURES: {"cleanup.policy": "compact"}}
 
+
+def topic_configs(topic: str, *, min_insync_replicas: int | None = None) -> dict[str, str]:
+    """The configuration a new topic is created with (unset: the broker's defaults)."""
+    configs = dict(TOPIC_CONFIGS.get(topic, {}))
+    if min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(min_insync_replicas)
+    return configs
+
+
 # Segment e-commerce spec: the purchase events every consumer reads.
 ORDER_COMPLETED = "Order Completed"
 ORDER_REFUNDED = "Order Refunded"

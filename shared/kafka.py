@@ -19,9 +19,15 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from shared.events import TOPIC_CONFIGS
+from shared.events import topic_configs
+from shared.settings import KafkaSecurity
 
 log = logging.getLogger(__name__)
+
+
+def security() -> dict[str, Any]:
+    """Every client's security options (SASL, TLS), from the `TOUCHLINE_KAFKA_*` environment."""
+    return KafkaSecurity().client_options()
 
 
 class BrokerUnavailable(Exception):
@@ -75,6 +81,7 @@ class Publisher:
                         request_timeout_ms=max(timeout_ms, 3000),
                         delivery_timeout_ms=max(2 * timeout_ms, 6000),
                         reconnect_backoff_max_ms=1000,
+                        **security(),
                     )
                 except KafkaError as exc:
                     raise BrokerUnavailable(f"cannot connect to broker: {exc}") from exc
@@ -139,6 +146,7 @@ class Subscription:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(session_timeout_ms // 3, 100),
             request_timeout_ms=max(session_timeout_ms + 5000, 30_000),
+            **security(),
         )
         self._consumer.subscribe(list(topics))
 
@@ -224,6 +232,7 @@ class TopicReader:
             group_id=None,
             enable_auto_commit=False,
             request_timeout_ms=10_000,
+            **security(),
         )
         self._end: dict[TopicPartition, int] | None = None
 
@@ -252,13 +261,26 @@ class TopicReader:
         self._consumer.close(autocommit=False)
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
-    """Create the topics that do not exist yet (replication factor 1 is fine only in dev)."""
+def ensure_topics(
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int,
+    *,
+    replication_factor: int = 1,
+    min_insync_replicas: int | None = None,
+) -> None:
+    """Create the topics that do not exist yet (replication factor 1 is fine only in dev; topics
+    that exist keep their settings)."""
     admin = _admin(bootstrap)
     try:
         existing = set(admin.list_topics())
         new = [
-            NewTopic(t, partitions, 1, topic_configs=TOPIC_CONFIGS.get(t, {}))
+            NewTopic(
+                t,
+                partitions,
+                replication_factor,
+                topic_configs=topic_configs(t, min_insync_replicas=min_insync_replicas),
+            )
             for t in topics
             if t not in existing
         ]
@@ -290,6 +312,7 @@ def _admin(bootstrap: str, timeout_ms: int = 10_000) -> Any:
         client_id="touchline-admin",
         request_timeout_ms=timeout_ms,
         bootstrap_timeout_ms=timeout_ms,
+        **security(),
     )
 
 
@@ -330,6 +353,7 @@ def consumer_lags(
             fetch_max_wait_ms=50,
             max_partition_fetch_bytes=1024,
             request_timeout_ms=max(timeout_ms, 1000),
+            **security(),
         )
     except KafkaError as exc:
         raise BrokerUnavailable(f"cannot connect to broker: {exc}") from exc

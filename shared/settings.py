@@ -4,14 +4,63 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Self
+from typing import Any, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
 
 DEV_WRITE_KEY = "dev-write-key"
 DEV_READ_TOKEN = "dev-read-token"
 DEV_ADMIN_TOKEN = "dev-admin-token"
+
+
+class KafkaSecurity(BaseSettings):
+    """How every Kafka client of the process authenticates and encrypts, in kafka-python's terms:
+    `TOUCHLINE_KAFKA_SECURITY_PROTOCOL`, `..._SASL_MECHANISM` (PLAIN or SCRAM), `..._SASL_USERNAME`,
+    `..._SASL_PASSWORD`, `..._SSL_CAFILE`, `..._SSL_CERTFILE`, `..._SSL_KEYFILE`."""
+
+    model_config = SettingsConfigDict(env_prefix="TOUCHLINE_KAFKA_", extra="ignore")
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    ssl_cafile: Path | None = None  # the CA that signed the brokers' certificates
+    ssl_certfile: Path | None = None  # this client's certificate (mutual TLS)
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"TOUCHLINE_KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs "
+                "TOUCHLINE_KAFKA_SASL_MECHANISM, TOUCHLINE_KAFKA_SASL_USERNAME and "
+                "TOUCHLINE_KAFKA_SASL_PASSWORD"
+            )
+        if not sasl and (self.sasl_mechanism or self.sasl_username):
+            raise ValueError(
+                "SASL settings need TOUCHLINE_KAFKA_SECURITY_PROTOCOL=SASL_SSL (or _PLAINTEXT)"
+            )
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        if not tls and (self.ssl_cafile or self.ssl_certfile or self.ssl_keyfile):
+            raise ValueError("TLS files need TOUCHLINE_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("TOUCHLINE_KAFKA_SSL_CERTFILE and _SSL_KEYFILE go together")
+        return self
+
+    def client_options(self) -> dict[str, Any]:
+        """The keyword arguments every kafka-python client of this process is given."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if (path := getattr(self, name)) is not None:
+                options[name] = str(path)
+        return options
 
 
 class Settings(BaseSettings):
@@ -39,6 +88,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
 
     topic_partitions: int = Field(default=6, ge=1)
+    # Production Kafka: copies of each new topic, and how many must have a write before it is
+    # acknowledged (acks=all); unset, the broker's default. The embedded broker has one copy.
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_min_insync_replicas: int | None = Field(default=None, ge=1)
+    # TOUCHLINE_KAFKA_SECURITY_PROTOCOL etc.: see KafkaSecurity (every Kafka client reads them)
+    kafka_security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    # PostgreSQL's sslmode (disable ... verify-full), added to TOUCHLINE_DATABASE_URL
+    database_sslmode: (
+        Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None
+    ) = None
     # kafka-python's max_poll_interval_ms; also the JoinGroup delay of the embedded broker.
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
     consumer_batch_size: int = Field(default=1000, ge=1)
@@ -81,6 +140,12 @@ class Settings(BaseSettings):
             if self.max_poll_interval_ms == 300_000:
                 self.max_poll_interval_ms = 6000
         self.scoring_url = self.scoring_url or f"http://127.0.0.1:{self.scoring_port}"
+        if (self.topic_min_insync_replicas or 0) > self.topic_replication_factor:
+            raise ValueError(
+                "TOUCHLINE_TOPIC_MIN_INSYNC_REPLICAS exceeds TOUCHLINE_TOPIC_REPLICATION_FACTOR"
+            )
+        if self.database_sslmode and self.database_url:
+            self.database_url = with_sslmode(self.database_url, self.database_sslmode)
         required = ("database_url", "kafka_bootstrap", "write_keys", "read_tokens", "admin_token")
         missing = [f"TOUCHLINE_{name.upper()}" for name in required if not getattr(self, name)]
         if missing:
@@ -105,3 +170,11 @@ class Settings(BaseSettings):
     @cached_property
     def read_token_list(self) -> list[str]:
         return [t.strip() for t in self.read_tokens.split(",") if t.strip()]
+
+
+def with_sslmode(database_url: str, sslmode: str) -> str:
+    """The PostgreSQL URL with this `sslmode` (psycopg reads it from the URL's query)."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        raise ValueError("TOUCHLINE_DATABASE_SSLMODE applies to a PostgreSQL database only")
+    return url.update_query_dict({"sslmode": sslmode}).render_as_string(hide_password=False)

