@@ -1,4 +1,7 @@
-"""Turns one raw Segment call into a normalised Touchpoint, or a reason to reject it. Pure."""
+"""Turns one raw Segment call into a normalised Touchpoint, or a reason to reject it. Pure.
+
+Whatever it accepts, every consumer can apply: its limits (docs/ingest-limits.md) are what the
+consumers and their databases can hold."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from services.ingest.channels import ChannelClassifier
@@ -25,6 +29,10 @@ JUNK_IDS = frozenset(
 MAX_MESSAGE_ID = 100
 MAX_EVENT_BYTES = 32 * 1024
 FUTURE_LIMIT = timedelta(hours=23)
+MAX_DEPTH = 32  # levels of objects and arrays in properties, traits and context
+MAX_REVENUE = 1e12  # |revenue|: any realistic number of orders still sums to a finite number
+MAX_ID = 255  # characters of an id or order_id (the consumers' columns)
+FIRST_YEAR, LAST_YEAR = 1900, 2200  # event times: date arithmetic never leaves datetime's range
 
 
 class Rejected(Exception):
@@ -34,6 +42,27 @@ class Rejected(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status = status  # the HTTP status when it is the only event of a request
+
+
+def event_size(raw: Any) -> int:
+    """The bytes of one raw call as JSON; Rejected if it nests too deeply even to be encoded."""
+    try:
+        return len(orjson.dumps(raw))
+    except orjson.JSONEncodeError:  # nested past orjson's limit of 254 levels
+        raise Rejected(f"event nests deeper than {MAX_DEPTH} levels") from None
+
+
+def deeper_than(value: Any, levels: int) -> bool:
+    """Do objects and arrays nest more than `levels` deep in `value` ({} is one level)?"""
+    containers = [value] if isinstance(value, dict | list) else []
+    for _ in range(levels):
+        children: list[Any] = []
+        for container in containers:
+            children.extend(container.values() if isinstance(container, dict) else container)
+        containers = [c for c in children if isinstance(c, dict | list)]
+        if not containers:
+            return False
+    return bool(containers)
 
 
 def parse_time(value: Any, name: str) -> datetime | None:
@@ -87,8 +116,10 @@ def customer_id(value: Any, name: str) -> str | None:
     text = str(value).strip()
     if text.lower() in JUNK_IDS or not text:
         raise Rejected(f"{name} {text!r} is not a real id")
-    if len(text) > 255:
-        raise Rejected(f"{name} is longer than 255 characters")
+    if len(text) > MAX_ID:
+        raise Rejected(f"{name} is longer than {MAX_ID} characters")
+    if "\x00" in text:  # PostgreSQL's text cannot hold it
+        raise Rejected(f"{name} must not contain NUL characters")
     return text
 
 
@@ -98,6 +129,8 @@ def _object(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise Rejected(f"{name} must be an object")
+    if deeper_than(value, MAX_DEPTH):
+        raise Rejected(f"{name} nests deeper than {MAX_DEPTH} levels")
     return value
 
 
@@ -111,9 +144,35 @@ def purchase_amount(properties: Mapping[str, Any]) -> float:
         value = float(amount)
     except (TypeError, ValueError):
         raise Rejected("properties.revenue must be a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise Rejected("properties.revenue must be a finite number")
-    return abs(value)
+    if not -MAX_REVENUE <= value <= MAX_REVENUE:  # NaN too
+        raise Rejected(
+            f"properties.revenue must be a number from -{MAX_REVENUE:,.0f} to {MAX_REVENUE:,.0f}"
+        )
+    return value  # signed as sent: the consumers decide what a sign means (a refund subtracts)
+
+
+def check_order_id(properties: Mapping[str, Any]) -> None:
+    """Rejected unless the order_id the consumers key orders by fits their columns."""
+    value = properties.get("order_id")
+    if value in (None, ""):
+        return
+    text = str(value)
+    if len(text) > MAX_ID:
+        raise Rejected(f"properties.order_id is longer than {MAX_ID} characters")
+    if "\x00" in text:
+        raise Rejected("properties.order_id must not contain NUL characters")
+
+
+def check_times(fields: Mapping[str, Any]) -> None:
+    """Rejected unless every time of the event lies in the years FIRST_YEAR..LAST_YEAR."""
+    for name, what in (
+        ("original_timestamp", "timestamp (or originalTimestamp)"),
+        ("sent_at", "sentAt"),
+        ("timestamp", "timestamp corrected by sentAt"),
+    ):
+        time = fields[name]
+        if time is not None and not FIRST_YEAR <= time.year <= LAST_YEAR:
+            raise Rejected(f"{what} must lie in the years {FIRST_YEAR}-{LAST_YEAR}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +249,8 @@ class Normaliser:
             raise Rejected("messageId must be a non-empty string")
         elif len(message_id) >= MAX_MESSAGE_ID:
             raise Rejected(f"messageId must be shorter than {MAX_MESSAGE_ID} characters")
+        elif "\x00" in message_id:
+            raise Rejected("messageId must not contain NUL characters")
         event = raw.get("event")
         if kind == "track" and (not isinstance(event, str) or not event.strip()):
             raise Rejected("track calls need an event name")
@@ -201,6 +262,8 @@ class Normaliser:
         properties = _object(raw, "properties")
         context = _object(raw, "context")
         if batch_context:
+            if deeper_than(batch_context, MAX_DEPTH):
+                raise Rejected(f"context nests deeper than {MAX_DEPTH} levels")
             context = {**batch_context, **context}
         if context is not raw.get("context"):
             raw = {**raw, "context": context}
@@ -211,8 +274,9 @@ class Normaliser:
         revenue = currency = None
         if kind == "track" and event in PURCHASE_EVENTS:
             revenue = purchase_amount(properties)
+            check_order_id(properties)
             currency = str(properties.get("currency") or "USD").upper()[:8]
-        return {
+        values = {
             "message_id": message_id,
             "type": kind,
             "event": event,
@@ -232,3 +296,5 @@ class Normaliser:
             "revenue": revenue,
             "currency": currency,
         }
+        check_times(values)
+        return values

@@ -118,7 +118,8 @@ class LifecycleEngine:
                 profile.facts = profile.facts.ordered(order)
                 dirty_orders.add((owner, order.order_id))
             elif event.purchase == ORDER_REFUNDED:
-                refund = Refund(mark, event.revenue or 0.0)
+                # A refund subtracts, whether sent positive (Segment's spec) or negative.
+                refund = Refund(mark, abs(event.revenue or 0.0))
                 profile.facts = profile.facts.refunded(refund)
                 refunds.append((owner, refund))
         for profile in profiles.values():

@@ -18,8 +18,8 @@ def apply_purchases(book: PurchaseBook, purchases: Sequence[Touchpoint]) -> None
         amount = event.revenue or 0.0
         if event.event == ORDER_COMPLETED:
             book.complete(event.customer_key, event.order_id, event.timestamp, amount)
-        else:
-            book.refund(event.customer_key, event.order_id, amount)
+        else:  # a refund subtracts, whether sent positive (Segment's spec) or negative
+            book.refund(event.customer_key, event.order_id, abs(amount))
 
 
 def apply(session: Session, events: Sequence[Touchpoint]) -> None:

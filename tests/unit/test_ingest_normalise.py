@@ -14,6 +14,7 @@ from services.ingest.normalise import (
     Normaliser,
     Rejected,
     accept,
+    event_size,
     event_time,
     touchpoint,
 )
@@ -156,9 +157,80 @@ def test_refund_revenue_and_currency_and_bad_amounts() -> None:
     )
     assert (refund.revenue, refund.currency) == (10.0, "EUR")
     assert normalise({"userId": "u", "event": "Signed Up"}).revenue is None
-    for bad in ("ten", True, float("nan")):
-        with pytest.raises(Rejected, match="revenue must be a"):
+    for bad in ("ten", True, float("nan"), float("inf"), "-inf", 1.7e308, 1e12 + 1e3, -1.01e12):
+        with pytest.raises(Rejected, match="revenue must be a number"):
             normalise({"userId": "u", "event": "Order Completed", "properties": {"revenue": bad}})
+
+
+@pytest.mark.parametrize("revenue", [-25.5, -1e12, 1e12, "-3"])
+def test_revenue_keeps_the_sign_it_was_sent_with(revenue: Any) -> None:
+    for event in ("Order Completed", "Order Refunded"):
+        ts = normalise({"userId": "u", "event": event, "properties": {"revenue": revenue}})
+        assert ts.revenue == float(revenue)
+
+
+def nested(levels: int) -> Any:
+    """An object with objects and arrays nested `levels` deep in all: {} is one level."""
+    value: Any = {"leaf": 1}
+    for n in range(levels - 1, 0, -1):
+        value = [value] if n % 5 == 0 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("field", ["properties", "traits", "context"])
+def test_nesting_deeper_than_32_levels_is_rejected(field: str) -> None:
+    assert normalise({"userId": "u", "event": "E", field: nested(32)}).customer_key == "u"
+    for levels in (33, 220, 300):
+        with pytest.raises(Rejected, match=f"{field} nests deeper than 32 levels"):
+            normalise({"userId": "u", "event": "E", field: nested(levels)})
+    with pytest.raises(Rejected, match="context nests deeper"):
+        normalise({"userId": "u", "event": "E"}, batch_context=nested(33))
+
+
+def test_event_size_rejects_what_json_cannot_encode() -> None:
+    assert event_size({"a": nested(200)}) > 0
+    with pytest.raises(Rejected, match="nests deeper than 32 levels"):
+        event_size({"a": nested(300)})
+
+
+@pytest.mark.parametrize(
+    ("times", "reason"),
+    [
+        ({"timestamp": "1899-12-31T23:59:59Z"}, r"timestamp \(or originalTimestamp\) must lie"),
+        ({"timestamp": "0001-01-01T00:00:00Z"}, r"timestamp \(or originalTimestamp\) must lie"),
+        ({"originalTimestamp": "0001-01-01T00:00:00Z"}, r"\(or originalTimestamp\) must lie"),
+        ({"timestamp": "2026-01-01T00:00:00Z", "sentAt": "2201-01-01T00:00:00Z"}, "sentAt must"),
+        # The device clock is 300 years fast: the corrected time lies before 1900.
+        (
+            {"timestamp": "1900-01-01T00:00:00Z", "sentAt": "2200-01-01T00:00:00Z"},
+            "timestamp corrected by sentAt must lie in the years 1900-2200",
+        ),
+    ],
+)
+def test_event_times_outside_1900_to_2200_are_rejected(times: dict[str, str], reason: str) -> None:
+    with pytest.raises(Rejected, match=reason):
+        normalise({"userId": "u", "event": "E", **times})
+    if "sentAt" not in times:  # an import keeps its timestamp, uncorrected
+        with pytest.raises(Rejected, match=reason):
+            normalise({"userId": "u", "event": "E", **times}, historical=True)
+
+
+def test_event_times_at_the_edges_of_the_range_are_kept() -> None:
+    for at in ("1900-01-01T00:00:00Z", "2200-12-31T23:59:59Z"):
+        ts = normalise({"userId": "u", "event": "E", "timestamp": at}, historical=True)
+        assert ts.original_timestamp == datetime.fromisoformat(at)
+
+
+def test_ids_and_order_ids_the_databases_cannot_hold_are_rejected() -> None:
+    for field in ("userId", "anonymousId", "messageId"):
+        with pytest.raises(Rejected, match=f"{field} must not contain NUL"):
+            normalise({"userId": "u", "event": "E", field: "a\x00b"})
+    order = {"userId": "u", "event": "Order Completed"}
+    with pytest.raises(Rejected, match="order_id is longer than 255"):
+        normalise({**order, "properties": {"order_id": "o" * 256}})
+    with pytest.raises(Rejected, match="order_id must not contain NUL"):
+        normalise({**order, "properties": {"order_id": "o\x00"}})
+    assert normalise({**order, "properties": {"order_id": "o" * 255}}).order_id == "o" * 255
 
 
 def test_bad_shapes_and_times_are_rejected_with_reasons() -> None:
