@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import Counter
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 from services.scoring import erasure, handlers, repository
+from services.scoring.btyd import FitError
 from services.scoring.counters import Counters
-from services.scoring.model import Models, customer_value, refit, value_by_channel
+from services.scoring.model import Models, customer_value, refit, validation, value_by_channel
 from services.scoring.repository import COUNTER_COLUMNS
 from services.scoring.rfm import RfmValues, rfm_scores, score
 from services.scoring.segments import SegmentMap
@@ -88,8 +92,7 @@ class GammaGammaParams(BaseModel):
     log_likelihood: float
 
 
-class ModelInfo(BaseModel):
-    time_unit: str = "week"
+class FitAttempt(BaseModel):
     status: str  # fitted | failed
     observation_end: date
     fitted_at: datetime
@@ -97,9 +100,54 @@ class ModelInfo(BaseModel):
     n_customers: int
     n_repeat_buyers: int
     data_from: date | None
+    error: str | None = Field(description="why the fit failed; null if it did not")
+
+
+class ModelInfo(FitAttempt):
+    """The model in use (the newest successful fit; else the newest attempt) and the newest
+    attempt, which may have failed."""
+
+    time_unit: str = "week"
     bgnbd: BgNbdParams | None
     gamma_gamma: GammaGammaParams | None
-    error: str | None
+    boundary: list[str] = Field(
+        description="limits the fit reached, e.g. 'r,alpha -> inf': no heterogeneity in the "
+        "purchase rate; the model predicts as that limit"
+    )
+    last_attempt: FitAttempt | None = None
+
+
+class TrackingWeek(BaseModel):
+    start: date
+    actual: int = Field(description="repeat purchases (distinct days) that week")
+    predicted: float
+    cumulative_actual: int
+    cumulative_predicted: float
+
+
+class HoldoutGroup(BaseModel):
+    label: str = Field(description="calibration repeat purchases (7+ for the last), or channel")
+    customers: int
+    actual: float = Field(description="mean holdout purchases per customer")
+    predicted: float
+
+
+class ValidationReport(BaseModel):
+    time_unit: str = "week"
+    calibration_end: date
+    holdout_end: date
+    holdout_weeks: float
+    bgnbd: BgNbdParams = Field(description="fitted on the calibration period")
+    boundary: list[str]
+    customers: int = Field(description="customers whose first purchase is in the calibration")
+    calibration_repeat_purchases: int
+    holdout_actual: int
+    holdout_predicted: float
+    weekly_mae: float = Field(description="mean |actual - predicted| per holdout week")
+    customer_mae: float = Field(description="mean |actual - predicted| holdout purchases")
+    weeks: list[TrackingWeek]
+    by_repeat_purchases: list[HoldoutGroup]
+    by_channel: list[HoldoutGroup]
 
 
 class RefitRequest(BaseModel):
@@ -258,19 +306,21 @@ def _scores_by_value(histogram: list[tuple[int, int]]) -> dict[int, int]:
     return scores
 
 
-def _model_info(row: Any) -> ModelInfo:
+def _attempt(row: Any) -> FitAttempt:
+    return FitAttempt(
+        status="failed" if row.error is not None else "fitted",
+        **{name: getattr(row, name) for name in FitAttempt.model_fields if name != "status"},
+    )
+
+
+def _model_info(row: Any, last: Any) -> ModelInfo:
     models = Models.of(row)
     return ModelInfo(
-        status="fitted" if models else "failed",
-        observation_end=row.observation_end,
-        fitted_at=row.fitted_at,
-        fit_seconds=row.fit_seconds,
-        n_customers=row.n_customers,
-        n_repeat_buyers=row.n_repeat_buyers,
-        data_from=row.data_from,
+        **vars(_attempt(row)),
         bgnbd=BgNbdParams(**vars(models.bgnbd)) if models else None,
         gamma_gamma=GammaGammaParams(**vars(models.gamma_gamma)) if models else None,
-        error=row.error,
+        boundary=json.loads(row.boundary or "[]"),
+        last_attempt=_attempt(last),
     )
 
 
@@ -280,23 +330,69 @@ def _model_info(row: Any) -> ModelInfo:
     responses={404: {"description": "No model has been fitted yet"}},
 )
 def get_model(session: DbSession) -> ModelInfo:
-    row = repository.latest_model(session)
-    if row is None:
+    """The model predictions use, and the newest refit attempt (which may have failed)."""
+    last = repository.latest_attempt(session)
+    if last is None:
         raise HTTPException(404, detail="no model fitted yet: POST /v1/model/refit")
-    return _model_info(row)
+    return _model_info(repository.latest_model(session) or last, last)
+
+
+def _within_data(session: Session, name: str, *days: date) -> tuple[date, date]:
+    """The first purchase day and today; 400 unless every one of `days` lies between them."""
+    first, _ = repository.purchase_day_range(session)
+    today = datetime.now(UTC).date()
+    if first is None:
+        raise HTTPException(400, detail="no purchases yet")
+    for day in days:
+        if not first <= day <= today:
+            detail = f"{name} must lie within the data's time range {first} .. {today}"
+            raise HTTPException(400, detail=detail)
+    return first, today
 
 
 @admin.post("/model/refit", response_model=ModelInfo)
 def post_refit(
     session: WriteSession, body: Annotated[RefitRequest | None, Body()] = None
 ) -> ModelInfo:
-    """Fit the value models now over all customers (events after `observation_end` ignored)."""
-    end = (body.observation_end if body else None) or datetime.now(UTC).date()
-    repository.save_model(session, refit(session, end))
+    """Fit the value models now over all customers (events after `observation_end` ignored).
+    Answers with this attempt; a failed one is recorded and the last good model stays in use."""
+    end = body.observation_end if body else None
+    if end is not None:
+        _within_data(session, "observation_end", end)
+    repository.save_model(session, refit(session, end or datetime.now(UTC).date()))
     session.flush()
-    row = repository.latest_model(session)
+    row = repository.latest_attempt(session)
     assert row is not None
-    return _model_info(row)
+    return _model_info(row, row)
+
+
+@reads.get("/model/validation", response_model=ValidationReport)
+def get_validation(
+    session: DbSession,
+    calibration_end: Annotated[
+        IsoDate | None, Query(description="default: halfway from the first purchase")
+    ] = None,
+    holdout_end: Annotated[IsoDate | None, Query(description="default: today")] = None,
+) -> ValidationReport:
+    """BG/NBD fitted on the purchases up to `calibration_end` against what the same customers
+    did up to `holdout_end` (the BTYD papers' calibration/holdout check)."""
+    first, today = _within_data(
+        session,
+        "calibration_end and holdout_end",
+        *(d for d in (calibration_end, holdout_end) if d),
+    )
+    holdout_end = holdout_end or today
+    calibration_end = calibration_end or first + (holdout_end - first) / 2
+    try:
+        report = validation(session, calibration_end, holdout_end)
+    except FitError as exc:
+        raise HTTPException(400, detail=f"cannot validate: {exc}") from None
+    fields = {k: v for k, v in asdict(report).items() if k != "model"}
+    return ValidationReport(
+        **fields,
+        bgnbd=BgNbdParams(**vars(report.model)),
+        boundary=list(report.model.boundary),
+    )
 
 
 @admin.delete("/customers/{customer_id}", response_model=ErasureReport)

@@ -3,6 +3,7 @@ stored parameters at read time."""
 
 from __future__ import annotations
 
+import json
 import time
 from array import array
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from services.scoring.btyd import (
     predicted_clv,
 )
 from services.scoring.counters import WEEK_DAYS, Counters
+from services.scoring.validation import Validation, validate
 from shared import metrics
 
 
@@ -75,11 +77,27 @@ def refit(session: Session, observation_end: date) -> dict[str, Any]:
             "q": gg.q,
             "gamma": gg.gamma,
             "gamma_gamma_log_likelihood": gg.log_likelihood,
+            "boundary": json.dumps([*bg.boundary, *gg.boundary]),
         }
     row["fit_seconds"] = time.perf_counter() - started
     metrics.REFIT_SECONDS.observe(row["fit_seconds"])
     metrics.REFITS.labels("failed" if row["error"] else "fitted").inc()
     return row
+
+
+def validation(session: Session, calibration_end: date, holdout_end: date) -> Validation:
+    """Fit on the purchases up to `calibration_end` and compare with the holdout (the customers
+    who first bought by then), per acquisition channel too."""
+    channels = repository.first_channels(session)
+    rows = repository.purchase_days(session, holdout_end)
+    histories = (
+        (customer, [row.day for row in days])
+        for customer, days in groupby(rows, key=lambda row: row.customer_id)
+    )
+    try:
+        return validate(histories, calibration_end, holdout_end, channels)
+    finally:
+        rows.close()  # a server-side cursor on PostgreSQL, maybe not read to its end
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Row, and_, case, func, or_, select
+from sqlalchemy import Result, Row, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from services.scoring.counters import Counters, Day, Order, PurchaseBook
@@ -175,7 +175,7 @@ def rf_cells(session: Session) -> list[tuple[date, int, int]]:
     ]
 
 
-def purchase_days(session: Session, observation_end: date) -> Iterable[Row[Any]]:
+def purchase_days(session: Session, observation_end: date) -> Result[Any]:
     """Every buyer's purchase days up to `observation_end`, ordered by customer then day."""
     return session.execute(
         select(scoring_days.c.customer_id, scoring_days.c.day, scoring_days.c.net)
@@ -190,9 +190,37 @@ def save_model(session: Session, model: Mapping[str, Any]) -> None:
 
 
 def latest_model(session: Session) -> Row[Any] | None:
+    """The newest successful fit: a failed refit leaves the last good model in service."""
+    return session.execute(
+        select(scoring_models)
+        .where(scoring_models.c.error.is_(None))
+        .order_by(scoring_models.c.id.desc())
+        .limit(1)
+    ).first()
+
+
+def latest_attempt(session: Session) -> Row[Any] | None:
+    """The newest fit, failed or not."""
     return session.execute(
         select(scoring_models).order_by(scoring_models.c.id.desc()).limit(1)
     ).first()
+
+
+def purchase_day_range(session: Session) -> tuple[date | None, date | None]:
+    """The first and last purchase day of any customer."""
+    first, last = session.execute(
+        select(func.min(scoring_days.c.day), func.max(scoring_days.c.day))
+    ).one()
+    return first, last
+
+
+def first_channels(session: Session) -> dict[str, str]:
+    """Every buyer's first-touch channel, by customer id."""
+    c = scoring_customers.c
+    rows = session.execute(
+        select(c.customer_id, c.first_channel).where(c.first_purchase_at.is_not(None))
+    )
+    return {customer: channel for customer, channel in rows}
 
 
 def buyers_by_channel(session: Session) -> list[Row[Any]]:

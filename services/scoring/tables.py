@@ -69,5 +69,6 @@ scoring_models = Table(
     Column("q", Float),
     Column("gamma", Float),
     Column("gamma_gamma_log_likelihood", Float),
-    Column("error", Text),
+    Column("boundary", Text),  # JSON list of the limits the fit reached (services.scoring.btyd)
+    Column("error", Text),  # why the fit failed; predictions keep the newest row without one
 )
