@@ -29,6 +29,8 @@ def serve(name: str) -> int:
         "access_log": False,
         "timeout_graceful_shutdown": 10,
     }
+    if name == "ingest":  # SDKs and browsers: time out slow clients, bound connections per address
+        options["http"] = "shared.http_limits:GuardedHttpToolsProtocol"
     if name == "ingest" and settings.ingest_workers > 1:
         # Stateless: each worker process builds the app (and its logging) from the environment.
         # Their metrics go to files in one directory, which /metrics of any worker sums up.

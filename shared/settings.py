@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     # Ingest processes behind one port (uvicorn workers). Each holds its own rate limits, so with
     # N workers a key may reach up to N times rate_limit_per_s.
     ingest_workers: int = Field(default=1, ge=1)
+    # Slow clients: a request's headers, then its body, must arrive within these (408 otherwise).
+    ingest_header_timeout_s: float = Field(default=10.0, gt=0)
+    ingest_body_timeout_s: float = Field(default=30.0, gt=0)
+    # Open connections per client address and ingest process (429 beyond; 0: no bound, e.g.
+    # behind a proxy, where every client has the proxy's address). SDKs keep one or a few.
+    ingest_max_connections_per_client: int = Field(default=64, ge=0)
 
     # lifecycle: the stage model file (default: the packaged services/lifecycle/stages.toml)
     stage_model: Path | None = None

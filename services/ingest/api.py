@@ -44,6 +44,7 @@ from services.ingest.schemas import (
     request_body,
 )
 from services.ingest.sdk_settings import cdn_settings, reached_at
+from services.ingest.timeouts import read_within
 from shared import metrics
 from shared.api import health_router
 from shared.docs import serve_docs
@@ -69,11 +70,14 @@ def _error(status: int, code: str, message: str, retry_after: str | None = None)
 
 async def _read_body(request: Request) -> bytes:
     """The body, decompressed, refused once it passes the request limit (before any parsing)."""
-    return await read_body(
-        request.stream(),
-        request.headers.get("content-encoding", ""),
-        request.headers.get("content-length", ""),
-        MAX_REQUEST_BYTES,
+    return await read_within(
+        request.app.state.settings.ingest_body_timeout_s,
+        read_body(
+            request.stream(),
+            request.headers.get("content-encoding", ""),
+            request.headers.get("content-length", ""),
+            MAX_REQUEST_BYTES,
+        ),
     )
 
 
