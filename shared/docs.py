@@ -1,12 +1,12 @@
-"""API docs that work offline: `/docs` (Swagger UI) and `/redoc` with their scripts and styles
-served by the service itself from the installed fastapi-offline package, never a CDN."""
+"""API docs that work offline: `/docs` (Swagger UI) with its script and style served by the
+service itself from the installed fastapi-offline package, never a CDN."""
 
 from __future__ import annotations
 
 from importlib.resources import files
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -14,7 +14,8 @@ ASSETS = "/docs-assets"
 
 
 def serve_docs(app: FastAPI) -> None:
-    """Replace FastAPI's `/docs` and `/redoc` pages (which load from a CDN) with local ones."""
+    """Replace FastAPI's `/docs` page (which loads from a CDN) with a local one; drop `/redoc`
+    (ReDoc's page loads its logo from a CDN)."""
     pages = {app.docs_url, app.redoc_url}
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in pages]
     app.mount(ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), "docs")
@@ -33,14 +34,4 @@ def serve_docs(app: FastAPI) -> None:
             swagger_ui_parameters=app.swagger_ui_parameters,
         )
 
-    async def redoc(request: Request) -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=f"{root(request)}{app.openapi_url}",
-            title=f"{app.title} - API docs",
-            redoc_js_url=f"{root(request)}{ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=f"{root(request)}{ASSETS}/favicon.png",
-            with_google_fonts=False,
-        )
-
     app.add_api_route("/docs", swagger_ui, include_in_schema=False)
-    app.add_api_route("/redoc", redoc, include_in_schema=False)
