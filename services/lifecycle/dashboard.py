@@ -1,7 +1,8 @@
 """The ops dashboard (`GET /dashboard`): a static page and its script, served by the lifecycle
 service with everything it needs (no CDN), plus the two reads it makes besides the conversion
-API: live event counts of this instance, and the scoring service's segments and value by channel
-(proxied with the caller's token, so the page talks to one origin)."""
+API: live event counts of this instance, and the scoring service's segments, value by channel,
+value model and its validation (proxied with the caller's token, so the page talks to one
+origin)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ PAGE_FILES = {"": ("index.html", "text/html"), "/app.js": ("app.js", "text/javas
 # The page may load only its own script and style and call only its own origin.
 POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
 SCORING_TIMEOUT_S = 5.0
+VALIDATION_TIMEOUT_S = 60.0  # a fit on the calibration period
 
 pages = APIRouter(tags=["dashboard"], include_in_schema=False)
 reads = APIRouter(
@@ -54,12 +56,16 @@ def live(request: Request) -> dict[str, object]:
 
 
 @reads.get("/scoring/{path:path}")
-async def scoring(path: Literal["segments", "value/channels"], request: Request) -> Response:
-    """The scoring service's segments and value by channel, asked with the caller's token."""
+async def scoring(
+    path: Literal["segments", "value/channels", "model", "model/validation"], request: Request
+) -> Response:
+    """The scoring service's segments, value by channel, value model and its validation, asked
+    with the caller's token."""
     settings: Settings = request.app.state.settings
     url = f"{settings.scoring_url}/v1/{path}"
+    timeout = VALIDATION_TIMEOUT_S if path == "model/validation" else SCORING_TIMEOUT_S
     try:
-        async with httpx.AsyncClient(timeout=SCORING_TIMEOUT_S) as client:
+        async with httpx.AsyncClient(timeout=timeout) as client:
             answer = await client.get(
                 url,
                 params=request.query_params,

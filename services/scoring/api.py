@@ -342,7 +342,7 @@ def _within_data(session: Session, name: str, *days: date) -> tuple[date, date]:
     first, _ = repository.purchase_day_range(session)
     today = datetime.now(UTC).date()
     if first is None:
-        raise HTTPException(400, detail="no purchases yet")
+        raise HTTPException(400, detail=f"{name}: no purchases yet")
     for day in days:
         if not first <= day <= today:
             detail = f"{name} must lie within the data's time range {first} .. {today}"

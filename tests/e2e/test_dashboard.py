@@ -1,5 +1,6 @@
 """The ops dashboard in a real browser (Debian's chromium driven by Playwright) against a
-`touchline up` stack fed by `touchline demo`: the per-channel numbers on the page are the API's."""
+`touchline up` stack fed by `touchline demo`: the per-channel numbers on the page are the API's,
+and the demo's value model is fitted, predicts for every channel and is validated on the page."""
 
 from __future__ import annotations
 
@@ -44,6 +45,17 @@ def test_dashboard_shows_the_apis_per_channel_numbers(stack: tuple[Stack, object
     )  # fmt: skip
     assert demo.returncode == 0, demo.stdout + demo.stderr
     lifecycle = s.url("LIFECYCLE")
+    assert "scoring model refit: HTTP 200" in demo.stdout, demo.stdout
+    read = {"Authorization": f"Bearer {DEV_READ_TOKEN}"}
+    model = httpx.get(f"{s.url('SCORING')}/v1/model", headers=read).json()
+    assert model["status"] == "fitted", model
+    value = httpx.get(f"{s.url('SCORING')}/v1/value/channels", headers=read).json()
+    assert [c["channel"] for c in value["channels"]] == sorted(CHANNELS)
+    for channel in value["channels"]:
+        assert channel["buyers"] > 0 and channel["predicted_clv"] > 0, value
+    validation = httpx.get(
+        f"{s.url('SCORING')}/v1/model/validation", headers=read, timeout=60
+    ).json()
     sent = int(re.search(r"sent ([\d,]+) events for", demo.stdout)[1].replace(",", ""))  # type: ignore[index]
     live = httpx.get(f"{lifecycle}/v1/live", headers={"Authorization": f"Bearer {DEV_READ_TOKEN}"})
     assert sum(live.json()["applied"].values()) == sent  # the demo waited for all of them
@@ -63,6 +75,11 @@ def test_dashboard_shows_the_apis_per_channel_numbers(stack: tuple[Stack, object
         page.click("#login-button")
         page.wait_for_selector("#conversion-table tbody tr[data-channel=total]")
         page.wait_for_selector("#value-table tbody tr[data-channel=web]")
+        page.wait_for_selector("#validation-chart svg polyline.series-predicted")
+        value_shown = cells(page, "value-table")
+        model_text = page.inner_text("#value-model")
+        validation_text = page.inner_text("#validation-summary")
+        actual_points = page.get_attribute("#validation-chart polyline.series-actual", "points")
         page.wait_for_function("document.querySelector('#status').textContent.startsWith('Up')")
         # The demo spans a year; the pickers redraw the table for that window and another model.
         page.select_option("#window", "365")
@@ -84,6 +101,24 @@ def test_dashboard_shows_the_apis_per_channel_numbers(stack: tuple[Stack, object
         browser.close()
 
     assert not failed, failed  # everything the page loads comes from the service itself
+    assert list(value_shown) == [c["channel"] for c in value["channels"]]
+    for row in value["channels"]:
+        _, buyers, revenue, expected, clv, per_buyer = value_shown[row["channel"]]
+        assert int(buyers.replace(",", "")) == row["buyers"]
+        assert float(revenue.replace(",", "")) == pytest.approx(row["historical_value"], abs=0.01)
+        assert float(expected.replace(",", "")) == pytest.approx(row["expected_purchases"], abs=0.1)
+        assert float(clv.replace(",", "")) == pytest.approx(row["predicted_clv"], abs=0.01)
+        assert float(per_buyer.replace(",", "")) == pytest.approx(
+            row["predicted_clv"] / row["buyers"], abs=0.01
+        )
+    assert f"on purchases {model['data_from']} … {model['observation_end']}" in model_text
+    assert model["fitted_at"][:10] in model_text
+    assert f"actual {validation['holdout_actual']:,}" in validation_text
+    assert f"Mean absolute error {validation['weekly_mae']:,.2f} purchases per week" in (
+        validation_text
+    )
+    assert actual_points is not None
+    assert len(actual_points.split()) == len(validation["weeks"])  # one point per week
     assert stored == [1, 0]  # the token is kept in the tab's session only
     assert asked == {"from": "engaged", "to": "first_purchase", "model": "position_based"}
     report = httpx.get(

@@ -333,7 +333,7 @@ def test_scoring_panels_answer_502_when_scoring_is_down(
         answer = client.get("/v1/scoring/segments", headers=AUTH)
         assert answer.status_code == 502
         assert "scoring service unreachable" in answer.json()["detail"]
-        assert client.get("/v1/scoring/model", headers=AUTH).status_code == 400  # not proxied
+        assert client.get("/v1/scoring/model/refit", headers=AUTH).status_code == 400  # not proxied
         assert client.get("/v1/scoring/segments").status_code == 401
 
 

@@ -9,6 +9,7 @@ const $ = (id) => document.getElementById(id);
 let stages = [];
 let liveBefore = null;
 let generation = 0; // a refresh renders only if no newer one started (pickers change quickly)
+let validatedFit = null; // the model fit the validation chart was drawn for (a fit is costly)
 
 class Unauthorized extends Error {}
 
@@ -114,18 +115,101 @@ async function loadStages() {
   bars($("status-chart"), Object.entries(data.statuses).map(([k, v]) => [k.replace("_", " "), v, colors[k]]));
 }
 
+// The tracking plot: actual and predicted repeat purchases per week, calibration | holdout.
+function tracking(target, report) {
+  const ns = "http://www.w3.org/2000/svg";
+  const width = 900, height = 260, left = 44, right = 12, top = 12, bottom = 40;
+  const weeks = report.weeks;
+  const max = Math.max(1, ...weeks.flatMap((w) => [w.actual, w.predicted]));
+  const px = (i) => left + ((width - left - right) * i) / Math.max(1, weeks.length - 1);
+  const py = (v) => top + (height - top - bottom) * (1 - v / max);
+  const node = (tag, attrs, text) => {
+    const n = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+    if (text != null) n.textContent = text;
+    return n;
+  };
+  const svg = node("svg", { viewBox: `0 0 ${width} ${height}`, "data-weeks": weeks.length });
+  svg.append(node("line", { x1: left, x2: width - right, y1: py(0), y2: py(0), stroke: "#e3e6ee" }));
+  for (const v of [0, max / 2, max]) svg.append(node("text", { x: 0, y: py(v) + 4 }, number(v)));
+  const split = weeks.findIndex((w) => w.start > report.calibration_end);
+  if (split > 0) {
+    svg.append(node("line", { x1: px(split), x2: px(split), y1: top, y2: py(0), stroke: "#6b7385", "stroke-dasharray": "4 3" }));
+    svg.append(node("text", { x: px(split) + 4, y: top + 10 }, "holdout →"));
+  }
+  for (const [key, color, name] of [["actual", "#1d2433", "actual"], ["predicted", "#2f6fed", "predicted"]]) {
+    const points = weeks.map((w, i) => `${px(i).toFixed(1)},${py(w[key]).toFixed(1)}`).join(" ");
+    svg.append(node("polyline", { points, fill: "none", stroke: color, "stroke-width": 2, class: `series-${key}` }));
+  }
+  const legend = node("g", { class: "legend" });
+  legend.append(node("text", { x: left, y: height - 8 }, `${weeks[0].start} … ${report.holdout_end}, repeat purchases per week:`));
+  legend.append(node("rect", { x: left + 400, y: height - 13, width: 14, height: 3, fill: "#1d2433" }));
+  legend.append(node("text", { x: left + 420, y: height - 8 }, "actual"));
+  legend.append(node("rect", { x: left + 480, y: height - 13, width: 14, height: 3, fill: "#2f6fed" }));
+  legend.append(node("text", { x: left + 500, y: height - 8 }, "predicted (BG/NBD)"));
+  svg.append(legend);
+  target.replaceChildren(svg);
+}
+
+const day = (iso) => iso.slice(0, 10);
+
+async function loadModel() {
+  let model = null;
+  try {
+    model = await api("/v1/scoring/model");
+  } catch (error) {
+    if (error instanceof Unauthorized || !error.message.includes(": 404 ")) throw error;
+  }
+  let text = "No value model: no refit yet (POST /v1/model/refit, or wait for the scheduled one).";
+  if (model && model.status === "fitted") {
+    text = `Model fitted ${day(model.fitted_at)} ${model.fitted_at.slice(11, 16)} UTC on purchases ${model.data_from} … ${model.observation_end}` +
+      ` (${number(model.n_customers)} buyers, ${number(model.n_repeat_buyers)} repeat buyers)` +
+      (model.boundary.length ? `; at the boundary ${model.boundary.join(", ")}` : "");
+    if (model.last_attempt && model.last_attempt.status === "failed") {
+      text += `. Last refit ${day(model.last_attempt.fitted_at)} failed: ${model.last_attempt.error}; this model stays in use.`;
+    }
+  } else if (model) {
+    text = `No value model: the last refit (${day(model.fitted_at)}) failed: ${model.error}`;
+  }
+  $("value-model").textContent = text;
+  if (!model || model.status !== "fitted") {
+    validatedFit = null;
+    $("validation-summary").textContent = "no value model yet";
+    $("validation-chart").replaceChildren();
+    return;
+  }
+  if (validatedFit === model.fitted_at) return;
+  try {
+    const report = await api("/v1/scoring/model/validation");
+    const off = report.holdout_actual ? ` (${(100 * (report.holdout_predicted / report.holdout_actual - 1)).toFixed(1).replace(/^(?!-)/, "+")}%)` : "";
+    $("validation-note").textContent = `(fitted on purchases to ${report.calibration_end}, compared with ${report.calibration_end} … ${report.holdout_end})`;
+    $("validation-summary").textContent =
+      `${number(report.customers)} customers. Holdout repeat purchases: actual ${number(report.holdout_actual)}, ` +
+      `predicted ${number(report.holdout_predicted, 1)}${off}. Mean absolute error ${number(report.weekly_mae, 2)} ` +
+      `purchases per week, ${number(report.customer_mae, 3)} per customer.`;
+    $("validation-summary").dataset.weeklyMae = report.weekly_mae;
+    tracking($("validation-chart"), report);
+    validatedFit = model.fitted_at;
+  } catch (error) {
+    if (error instanceof Unauthorized) throw error;
+    $("validation-summary").textContent = `Cannot validate: ${error.message}`;
+    $("validation-chart").replaceChildren();
+  }
+}
+
 async function loadScoring() {
   try {
     const segments = await api("/v1/scoring/segments");
     bars($("segments-chart"), Object.entries(segments.segments).map(([k, v]) => [k.replaceAll("_", " "), v, "#7c3aed"]));
     const value = await api("/v1/scoring/value/channels");
     $("value-note").textContent = value.model_status === "fitted"
-      ? `(next ${value.horizon_days} days, BG/NBD + Gamma-Gamma)` : "(no value model fitted yet)";
+      ? `(next ${value.horizon_days} days, BG/NBD + Gamma-Gamma)` : "(no value model: why below)";
     $("value-table").tBodies[0].replaceChildren(...value.channels.map((c) => el("tr", { "data-channel": c.channel },
       el("td", {}, c.channel), el("td", {}, number(c.buyers)),
       el("td", {}, number(c.historical_value, 2)), el("td", {}, number(c.expected_purchases, 1)),
       el("td", {}, number(c.predicted_clv, 2)),
       el("td", {}, c.buyers && c.predicted_clv != null ? number(c.predicted_clv / c.buyers, 2) : "–"))));
+    await loadModel();
   } catch (error) {
     if (error instanceof Unauthorized) throw error;
     $("value-note").textContent = `(scoring service unavailable: ${error.message})`;
