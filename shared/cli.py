@@ -92,13 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply the database migrations (alembic upgrade head)")
     commands.add_parser("topics", help="create the Kafka topics")
     # These two parse their own options (`touchline demo -h`, `touchline report conversion -h`).
-    commands.add_parser("report", help="`report conversion`: a running stack's conversion table")
+    commands.add_parser("report", help="`report conversion` or `report value-validation`")
     commands.add_parser("demo", help="send a year of demo traffic to a running stack")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["report", "conversion"]:
         from services.lifecycle.report import main as report
 
         return report(argv[2:])
+    if argv[:2] == ["report", "value-validation"]:
+        from services.scoring.report import main as value_validation
+
+        return value_validation(argv[2:])
     if argv[:1] == ["demo"]:
         from shared.demo import main as demo
 
