@@ -7,6 +7,7 @@ import argparse
 import importlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -35,6 +36,8 @@ def serve(name: str) -> int:
         # Stateless: each worker process builds the app (and its logging) from the environment.
         # Their metrics go to files in one directory, which /metrics of any worker sums up.
         metrics_dir = tempfile.mkdtemp(prefix="touchline-ingest-metrics-")
+        # `touchline up` asks every ingest process to drain (SIGUSR1): each worker handles it.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         try:
             uvicorn.run(
@@ -81,6 +84,38 @@ def topics() -> int:
     return 0
 
 
+def stack_urls() -> dict[str, str]:
+    """The services' URLs on this machine, from the TOUCHLINE_*_PORT settings `touchline up` reads
+    (a TOUCHLINE_*_URL given wins); set as defaults for `demo` and `report`."""
+    host = os.environ.get("TOUCHLINE_HOST", "127.0.0.1")
+    defaults = {"ingest": 8000, "lifecycle": 8001, "scoring": 8002}
+    urls = {}
+    for name, port in defaults.items():
+        port_var = f"TOUCHLINE_{name.upper()}_PORT"
+        url = f"http://{host}:{os.environ.get(port_var, port)}"
+        urls[name] = os.environ.setdefault(f"TOUCHLINE_{name.upper()}_URL", url)
+    return urls
+
+
+def stack_running(command: str, needs: tuple[str, ...]) -> bool:
+    """True when the services `needs` answer; else says so in one line."""
+    import httpx
+
+    urls = stack_urls()
+    for name in needs:
+        try:
+            httpx.get(f"{urls[name]}/healthz", timeout=5).raise_for_status()
+        except httpx.HTTPError:
+            print(
+                f"touchline {command}: no {name} service answers at {urls[name]}. Start the stack "
+                f"with `make up` (in another terminal), or point TOUCHLINE_{name.upper()}_PORT "
+                f"(or TOUCHLINE_{name.upper()}_URL) at a running one.",
+                file=sys.stderr,
+            )
+            return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="touchline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,9 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("report", help="`report conversion` or `report value-validation`")
     commands.add_parser("demo", help="send a year of demo traffic to a running stack")
     argv = sys.argv[1:] if argv is None else argv
+    # Help, or URLs given as options: nothing to check here (those commands say what failed).
+    asks_help = "-h" in argv or "--help" in argv or any("-url" in a for a in argv)
     if argv[:2] == ["report", "conversion"]:
         from services.lifecycle.report import main as report
 
+        if not asks_help and not stack_running("report", ("lifecycle",)):
+            return 1
         return report(argv[2:])
     if argv[:2] == ["report", "value-validation"]:
         from services.scoring.report import main as value_validation
@@ -106,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["demo"]:
         from shared.demo import main as demo
 
+        if not asks_help and not stack_running("demo", ("ingest", "lifecycle", "scoring")):
+            return 1
         return demo(argv[1:])
     args = parser.parse_args(argv)
 

@@ -1,42 +1,25 @@
-"""`touchline up`: the embedded dev stack (broker, migrations, the three services), one command."""
+"""`touchline up`: the embedded dev stack (broker, migrations, the three services), one command,
+supervised until Ctrl-C, which stops it without losing an accepted event."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 import httpx
 
-from shared.broker import (
-    EmbeddedBroker,
-    MissingEmbeddedBroker,
-    broker_binary,
-    die_with_parent,
-    port_in_use,
-)
-from shared.events import all_topics
-from shared.kafka import ensure_topics
+from shared.broker import MissingEmbeddedBroker, broker_binary, port_in_use
 from shared.migrate import upgrade
-from shared.privacy import republish_suppressions
-from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY, Settings
+from shared.settings import Settings
+from shared.supervisor import CONSUMERS, Child, DrainResult, Supervisor, describe, log_tail, say
 
-SERVICES = ("ingest", "lifecycle", "scoring")
 READY_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 20.0
-
-
-@dataclass
-class Child:
-    name: str
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
 
 
 class Stopped(Exception):
@@ -52,19 +35,31 @@ def _ports(settings: Settings) -> dict[str, int]:
     }
 
 
-def _log_tail(path: Path, lines: int = 20) -> str:
+def lock_data_dir(data_dir: Path) -> IO[str] | None:
+    """Hold `<data dir>/touchline.lock` while the stack runs (None: another stack holds it). The
+    kernel releases it when this process ends, however it ends."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (data_dir / "touchline.lock").open("a+")
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
-def _wait_ready(children: list[Child]) -> None:
+def _wait_ready(children: list[Child], stopping: list[int]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     pending = list(children)
     with httpx.Client(timeout=2) as client:
         while pending:
+            if stopping:
+                raise Stopped
             for child in list(pending):
+                assert child.process is not None
                 if child.process.poll() is not None:
                     raise RuntimeError(f"{child.name} exited with code {child.process.returncode}")
                 try:
@@ -78,24 +73,12 @@ def _wait_ready(children: list[Child]) -> None:
             time.sleep(0.2)
 
 
-def _stop(children: list[Child], broker: EmbeddedBroker) -> None:
-    for child in children:
-        if child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for child in children:
-        try:
-            child.process.wait(max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            print(f"{child.name} did not stop in time; killing it", file=sys.stderr)
-            child.process.kill()
-            child.process.wait()
-    broker.stop()
-
-
-def _banner(settings: Settings, children: list[Child]) -> str:
-    urls = {c.name: c.url for c in children}
+def _banner(settings: Settings, supervisor: Supervisor) -> str:
+    urls = {c.name: c.url for c in supervisor.children.values()}
     ingest, lifecycle, scoring = urls["ingest"], urls["lifecycle"], urls["scoring"]
+    write_key = next(iter(settings.write_key_sources))
+    read_token = settings.read_token_list[0]
+    drain_s = settings.stop_drain_timeout_s
     return f"""
 Touchline is up: broker 127.0.0.1:{settings.broker_port}, SQLite in {settings.data_dir}/
 
@@ -103,21 +86,56 @@ Touchline is up: broker 127.0.0.1:{settings.broker_port}, SQLite in {settings.da
   lifecycle  {lifecycle}     API docs {lifecycle}/docs
   scoring    {scoring}     API docs {scoring}/docs
 
-  write key   {DEV_WRITE_KEY}   (HTTP Basic username, empty password)
-  read token  {DEV_READ_TOKEN}  (Authorization: Bearer ...)
-  logs        {settings.data_dir}/logs/
+  write key    {write_key}   (HTTP Basic username, empty password)
+  read token   {read_token}  (Authorization: Bearer ...)
+  admin token  {settings.admin_token}  (erasure, model refit, stage reset: Bearer ...)
+  logs         {settings.data_dir}/logs/   pids {settings.data_dir}/touchline.pids
 
 Send a first event:
-  curl -u {DEV_WRITE_KEY}: -H 'Content-Type: application/json' \\
+  curl -u {write_key}: -H 'Content-Type: application/json' \\
     -d '{{"userId": "first-customer", "event": "Signed Up", "properties": {{"plan": "free"}}}}' \\
     {ingest}/v1/track
 
 Then read it back:
-  curl -H 'Authorization: Bearer {DEV_READ_TOKEN}' {lifecycle}/v1/customers/first-customer
-  curl -H 'Authorization: Bearer {DEV_READ_TOKEN}' {scoring}/v1/customers/first-customer/scores
+  curl -H 'Authorization: Bearer {read_token}' {lifecycle}/v1/customers/first-customer
+  curl -H 'Authorization: Bearer {read_token}' {scoring}/v1/customers/first-customer/scores
 
-Press Ctrl-C to stop everything.
+A crashed service is restarted. Press Ctrl-C to stop everything: ingest stops accepting,
+the consumers apply every accepted event (for up to {drain_s:g} s, TOUCHLINE_STOP_DRAIN_TIMEOUT_S),
+then the rest stops.
 """
+
+
+def _stop_cleanly(supervisor: Supervisor, settings: Settings, stopping: list[int]) -> int:
+    """Ingest refuses, the consumers drain, ingest stops, a last drain, consumers, broker."""
+    say("\nstopping: ingest now answers 503 (Retry-After) to new events; draining the consumers")
+    supervisor.refuse_new_events()
+    deadline = time.monotonic() + settings.stop_drain_timeout_s
+
+    def hurry() -> bool:
+        return len(stopping) > 1  # a second Ctrl-C: stop without waiting
+
+    result = supervisor.drain(settings.stop_drain_timeout_s, hurry)
+    supervisor.stop(("ingest",))  # its requests in flight are answered first: then none is left
+    if result.clean and not hurry():
+        result = supervisor.drain(max(deadline - time.monotonic(), 0.0), hurry)
+    supervisor.stop(CONSUMERS)
+    supervisor.stop_broker()
+    return _report(result, settings)
+
+
+def _report(result: DrainResult, settings: Settings) -> int:
+    if result.clean:
+        say("stopped cleanly: every accepted event was applied and the outbox relayed.")
+        return 0
+    per_consumer = ", ".join(f"{group} {n:,}" for group, n in sorted(result.left.items()))
+    say(
+        f"STOPPED WITH EVENTS LEFT UNAPPLIED ({describe(result)}). Per consumer: "
+        f"{per_consumer or 'unknown (the broker did not answer)'}. They were only in the embedded "
+        "broker's memory and are lost. Give the drain more time with "
+        f"TOUCHLINE_STOP_DRAIN_TIMEOUT_S (now {settings.stop_drain_timeout_s:g} s)."
+    )
+    return 1
 
 
 def up() -> int:
@@ -127,6 +145,16 @@ def up() -> int:
         broker_binary()
     except MissingEmbeddedBroker as exc:
         print(f"touchline up: {exc}", file=sys.stderr)
+        return 1
+    lock = lock_data_dir(settings.data_dir)
+    if lock is None:
+        holder = (settings.data_dir / "touchline.lock").read_text().strip() or "?"
+        print(
+            f"touchline up: another stack (pid {holder}) runs on the data directory "
+            f"{settings.data_dir}/. Stop it, or give this one another TOUCHLINE_DATA_DIR and "
+            "other ports (TOUCHLINE_BROKER_PORT, _INGEST_PORT, _LIFECYCLE_PORT, _SCORING_PORT).",
+            file=sys.stderr,
+        )
         return 1
     busy = [f"{var}={port}" for var, port in _ports(settings).items() if port_in_use(port)]
     if busy:
@@ -138,65 +166,47 @@ def up() -> int:
         )
         return 1
 
+    stopping: list[int] = []  # one entry per Ctrl-C (or SIGTERM)
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise Stopped
+        stopping.append(signum)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    data_dir = settings.data_dir
-    logs = data_dir / "logs"
+    logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(settings.broker_port, logs / "broker.log")
-    children: list[Child] = []
-    code = 0
+    supervisor = Supervisor(settings, logs, settings.data_dir / "touchline.pids")
+    started = False
     try:
-        print(f"starting the embedded broker on 127.0.0.1:{settings.broker_port} ...", flush=True)
-        broker.start()
-        ensure_topics(settings.kafka_bootstrap, all_topics(), settings.topic_partitions)
         print(f"migrating {settings.database_url} ...", flush=True)
         upgrade(settings.database_url)
-        # The broker forgot every erasure: give it back the suppression list before ingest reads it.
-        republish_suppressions(settings.database_url, settings.kafka_bootstrap)
-        env = {**os.environ, "TOUCHLINE_EMBEDDED": "true"}
-        executable = str(Path(sys.executable).parent / "touchline")
-        for name in SERVICES:
-            port = getattr(settings, f"{name}_port")
-            log_path = logs / f"{name}.log"
-            with log_path.open("ab") as log:
-                process = subprocess.Popen(
-                    [executable, "serve", name],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
-                    preexec_fn=die_with_parent,
-                )
-            children.append(Child(name, f"http://{settings.host}:{port}", process, log_path))
+        print(f"starting the embedded broker on 127.0.0.1:{settings.broker_port} ...", flush=True)
+        supervisor.start_broker()
+        for child in supervisor.children.values():
+            supervisor.start_service(child)
         print("waiting for the services to be ready ...", flush=True)
         try:
-            _wait_ready(children)
+            _wait_ready(list(supervisor.children.values()), stopping)
         except RuntimeError as exc:
             print(f"touchline up failed: {exc}", file=sys.stderr)
-            for child in children:
-                print(f"--- {child.log_path} ---\n{_log_tail(child.log_path)}", file=sys.stderr)
+            for child in supervisor.children.values():
+                print(f"--- {child.log_path} ---\n{log_tail(child.log_path)}", file=sys.stderr)
             return 1
-        print(_banner(settings, children), flush=True)
-        while True:
-            for child in children:
-                if child.process.poll() is not None:
-                    print(
-                        f"{child.name} exited unexpectedly (code {child.process.returncode}); "
-                        f"stopping the stack. Last log lines:\n{_log_tail(child.log_path)}",
-                        file=sys.stderr,
-                    )
-                    return 1
-            time.sleep(0.5)
+        print(_banner(settings, supervisor), flush=True)
+        started = True
+        while not stopping:
+            supervisor.supervise()
+            time.sleep(0.2)
+        return _stop_cleanly(supervisor, settings, stopping)
     except Stopped:
-        print("\nstopping ...", flush=True)
-        return code
+        return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _stop(children, broker)
+        if not started:
+            print("\nstopping ...", flush=True)
+        supervisor.stop(tuple(supervisor.children))
+        supervisor.stop_broker()
         print("stopped.", flush=True)
+        lock.close()

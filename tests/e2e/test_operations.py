@@ -1,0 +1,235 @@
+"""Ordinary operations on the embedded stack lose nothing ingest accepted: Ctrl-C right after a
+burst drains before stopping, a killed service is restarted and catches up exactly, and /readyz
+tells the truth when the broker dies or the database is locked."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.lifecycle.tables import lifecycle_customers
+from services.scoring.tables import scoring_customers
+from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY
+from tests.e2e.conftest import Stack
+from tests.support.pipeline import events_per_customer, ready, wait_for
+
+pytestmark = pytest.mark.e2e
+
+AUTH = (DEV_WRITE_KEY, "")
+READ = {"Authorization": f"Bearer {DEV_READ_TOKEN}"}
+DETECT_S = 5.0
+
+
+def batch(run: str, customers: int, per_customer: int, start: int) -> list[dict[str, object]]:
+    """`per_customer` events for each of `customers` customers, message ids unique to the run."""
+    return [
+        {
+            "type": "track",
+            "userId": f"{run}-c{c}",
+            "event": "Product Viewed",
+            "messageId": f"{run}-{start + n}-{c}",
+            "timestamp": "2026-03-01T10:00:00Z",
+        }
+        for n in range(per_customer)
+        for c in range(customers)
+    ]
+
+
+class Sender:
+    """Posts batches to ingest and counts, per customer, the events it accepted (200)."""
+
+    def __init__(self, url: str, run: str) -> None:
+        self.url = f"{url}/v1/batch"
+        self.run = run
+        self.accepted: Counter[str] = Counter()
+        self.statuses: Counter[int] = Counter()
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def send(self, client: httpx.Client, events: list[dict[str, object]]) -> int:
+        answer = client.post(self.url, json={"batch": events}, auth=AUTH, timeout=60)
+        with self._lock:
+            self.statuses[answer.status_code] += 1
+            if answer.status_code == 200:
+                assert answer.json()["accepted"] == len(events)
+                self.accepted.update(str(e["userId"]) for e in events)
+        return answer.status_code
+
+    def batches(
+        self, count: int, customers: int, per_customer: int
+    ) -> list[list[dict[str, object]]]:
+        made = []
+        for _ in range(count):
+            made.append(batch(self.run, customers, per_customer, self._next))
+            self._next += per_customer
+        return made
+
+    def burst(self, batches: list[list[dict[str, object]]], threads: int = 4) -> None:
+        with httpx.Client() as client, ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda b: self.send(client, b), batches))
+
+
+def applied(stack: Stack, customers: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    db = f"sqlite:///{stack.env['TOUCHLINE_DATA_DIR']}/touchline.db"
+    return (
+        events_per_customer(db, lifecycle_customers, customers),
+        events_per_customer(db, scoring_customers, customers),
+    )
+
+
+def assert_all_applied_once(stack: Stack, sender: Sender, timeout_s: float) -> None:
+    expected = dict(sender.accepted)
+    wait_for(
+        lambda: applied(stack, sorted(expected)),
+        lambda counts: counts == (expected, expected),
+        timeout_s,
+        f"both consumers to apply exactly the {sum(expected.values())} accepted events",
+    )
+
+
+def pids(stack: Stack) -> dict[str, int]:
+    path = Path(stack.env["TOUCHLINE_DATA_DIR"]) / "touchline.pids"
+    pids: dict[str, int] = json.loads(path.read_text())
+    return pids
+
+
+def restarted(stack: Stack, name: str, killed: int) -> bool:
+    """Has the supervisor replaced the killed process of `name` by one that is ready?"""
+    pid = pids(stack).get(name)
+    return pid is not None and pid != killed and ready(stack.url(name.upper()))
+
+
+def all_ready(stack: Stack) -> bool:
+    return all(ready(stack.url(name)) for name in ("INGEST", "LIFECYCLE", "SCORING"))
+
+
+def start(stack: Stack) -> subprocess.Popen[bytes]:
+    process = stack.start()  # its output replaces the last run's
+    try:
+        wait_for(
+            lambda: process.poll() is None and "Ctrl-C" in stack.output.read_text(),
+            bool,
+            120,
+            "touchline up to print its banner",
+        )
+    except AssertionError:
+        process.send_signal(signal.SIGINT)
+        process.wait(120)
+        raise
+    return process
+
+
+def test_ctrl_c_right_after_a_burst_applies_every_accepted_event_before_stopping(
+    stack: tuple[Stack, subprocess.Popen[bytes]],
+) -> None:
+    s, process = stack
+    sender = Sender(s.url("INGEST"), uuid.uuid4().hex[:8])
+    sender.burst(sender.batches(count=40, customers=250, per_customer=2))  # 20,000 events
+    assert sender.statuses == {200: 40}
+    process.send_signal(signal.SIGINT)
+    assert process.wait(180) == 0
+    output = s.output.read_text()
+    assert "ingest now answers 503" in output
+    assert "stopped cleanly: every accepted event was applied" in output
+    assert sum(sender.accepted.values()) == 20_000
+
+    restarted = start(s)  # same data directory and ports
+    try:
+        assert_all_applied_once(s, sender, 30)
+        customer = next(iter(sender.accepted))
+        answer = httpx.get(f"{s.url('LIFECYCLE')}/v1/customers/{customer}", headers=READ)
+        assert answer.json()["counters"]["events"] == sender.accepted[customer]
+    finally:
+        restarted.send_signal(signal.SIGINT)
+        assert restarted.wait(120) == 0
+
+
+def test_a_killed_consumer_is_restarted_and_nothing_is_lost_or_counted_twice(
+    stack: tuple[Stack, subprocess.Popen[bytes]],
+) -> None:
+    s, process = stack
+    sender = Sender(s.url("INGEST"), uuid.uuid4().hex[:8])
+    stop = threading.Event()
+
+    def stream() -> None:
+        with httpx.Client() as client:
+            while not stop.is_set():
+                for events in sender.batches(count=1, customers=100, per_customer=2):
+                    sender.send(client, events)
+
+    streaming = threading.Thread(target=stream)
+    streaming.start()
+    try:
+        for name in ("lifecycle", "scoring"):
+            wait_for(lambda: sum(sender.accepted.values()), lambda n: n >= 2_000, 60, "traffic")
+            killed = pids(s)[name]
+            os.kill(killed, signal.SIGKILL)
+            wait_for(partial(restarted, s, name, killed), bool, 120, f"{name} restarted, ready")
+            assert pids(s)["broker"] and all_ready(s)  # the rest kept running
+    finally:
+        stop.set()
+        streaming.join()
+    assert set(sender.statuses) == {200}, sender.statuses
+    output = s.output.read_text()
+    for name in ("lifecycle", "scoring"):
+        assert f"{name} exited (code -9)" in output and f"{name} restarted" in output
+    assert_all_applied_once(s, sender, 120)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(120) == 0
+
+
+def test_readyz_turns_503_within_5s_when_the_broker_dies_or_the_database_is_locked(
+    stack: tuple[Stack, subprocess.Popen[bytes]],
+) -> None:
+    s, process = stack
+    names = ("INGEST", "LIFECYCLE", "SCORING")
+    sender = Sender(s.url("INGEST"), uuid.uuid4().hex[:8])
+    sender.burst(sender.batches(count=2, customers=20, per_customer=2))
+    assert_all_applied_once(s, sender, 60)
+
+    def unready_within(services: tuple[str, ...], reason: str) -> None:
+        started, pending = time.monotonic(), set(services)
+        while pending and time.monotonic() - started < DETECT_S:
+            for name in list(pending):
+                answer = httpx.get(f"{s.url(name)}/readyz", timeout=DETECT_S)
+                if answer.status_code == 503:
+                    assert reason in json.dumps(answer.json()["reasons"]), answer.text
+                    pending.discard(name)
+        assert not pending, f"still ready after {DETECT_S} s: {pending}"
+
+    os.kill(pids(s)["broker"], signal.SIGKILL)
+    unready_within(names, "broker")
+    wait_for(lambda: all_ready(s), bool, 120, "every service ready on the restarted broker")
+    assert "THE EMBEDDED BROKER DIED" in s.output.read_text()
+    for name in ("LIFECYCLE", "SCORING"):
+        notices = httpx.get(f"{s.url(name)}/readyz").json()["notices"]
+        assert "committed offsets" in notices[0] and "are lost" in notices[0]
+        metrics = httpx.get(f"{s.url(name)}/metrics").text
+        assert "touchline_consumer_broker_log_lost_total" in metrics
+    later = Sender(s.url("INGEST"), uuid.uuid4().hex[:8])
+    later.burst(later.batches(count=2, customers=20, per_customer=2))
+    assert_all_applied_once(s, later, 90)  # consumers resumed on the new log
+
+    lock = sqlite3.connect(f"{s.env['TOUCHLINE_DATA_DIR']}/touchline.db", isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        unready_within(("LIFECYCLE", "SCORING"), "database")
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    wait_for(lambda: all_ready(s), bool, 60, "ready again after the lock")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(120) == 0
