@@ -119,6 +119,16 @@ def test_dashboard_shows_the_apis_per_channel_numbers(stack: tuple[Stack, object
     )
     assert actual_points is not None
     assert len(actual_points.split()) == len(validation["weeks"])  # one point per week
+    printed = subprocess.run(
+        [TOUCHLINE, "report", "value-validation", "--url", s.url("SCORING"),
+         "--token", DEV_READ_TOKEN],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stdout + printed.stderr
+    assert f"holdout purchases: actual {validation['holdout_actual']:,}, predicted " in (
+        printed.stdout
+    )
+    assert f"{validation['weekly_mae']:.2f} purchases per week" in printed.stdout
     assert stored == [1, 0]  # the token is kept in the tab's session only
     assert asked == {"from": "engaged", "to": "first_purchase", "model": "position_based"}
     report = httpx.get(
