@@ -4,7 +4,8 @@ An erasure (`privacy.erasures.v1`) names ids. Each consuming service deletes wha
 them, forgets its processed-message records of their events, and adds the ids to its
 suppression list; from then on its consumer loop drops their events (late ones, replays,
 duplicates) before recording anything. Ingest reads the whole topic and rejects new events for
-those ids. Ids are kept only as truncated SHA-256 hashes in the database.
+those ids. Ids are kept only as truncated SHA-256 hashes in the database; the embedded broker
+forgets the topic, so `touchline up` republishes those hashes (`republish_suppressions`).
 
 On PostgreSQL an erasure takes an exclusive advisory lock and every consumer batch a shared one
 before it checks the list, so no batch can write an id that an erasure committed meanwhile.
@@ -141,7 +142,8 @@ def suppression_seed(hashes: Iterable[str], origin: str) -> OutgoingMessage:
 
 
 def republish_suppressions(database_url: str, bootstrap: str, *, timeout_s: float = 10.0) -> int:
-    """Publish every id hash any service suppresses as one erasure; returns how many.
+    """Publish every id hash any service suppresses, as erasures of up to SEED_CHUNK id hashes;
+    returns how many hashes.
 
     The embedded broker keeps `privacy.erasures.v1` in memory only, while the database keeps each
     service's suppression list: call this after the broker starts and before ingest, so ingest
