@@ -6,14 +6,14 @@ import hmac
 import logging
 import re
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, BeforeValidator
+from pydantic import AfterValidator, BaseModel, BeforeValidator
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared.settings import Settings
@@ -29,8 +29,29 @@ def _not_a_number(value: object) -> object:
     return value
 
 
-IsoDateTime = Annotated[datetime, BeforeValidator(_not_a_number)]
-IsoDate = Annotated[date, BeforeValidator(_not_a_number)]
+FIRST_YEAR, LAST_YEAR = 1900, 2200  # dates and times a route takes (and does arithmetic with)
+_OUT_OF_RANGE = f"must lie in the years {FIRST_YEAR}-{LAST_YEAR}"
+
+
+def _utc_in_range(value: datetime) -> datetime:
+    """An aware UTC time (a naive one is taken as UTC) within the years a route takes."""
+    try:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 lies before the first UTC time there is
+        raise ValueError(_OUT_OF_RANGE) from None
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(_OUT_OF_RANGE)
+    return value
+
+
+def _date_in_range(value: date) -> date:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(_OUT_OF_RANGE)
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_utc_in_range)]
+IsoDate = Annotated[date, BeforeValidator(_not_a_number), AfterValidator(_date_in_range)]
 
 _bearer = HTTPBearer(auto_error=False)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

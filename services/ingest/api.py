@@ -32,6 +32,7 @@ from services.ingest.normalise import (
     accept,
     event_size,
     parse_time,
+    recordable,
 )
 from services.ingest.ratelimit import RateLimiter, retry_after_header
 from services.ingest.schemas import (
@@ -199,7 +200,7 @@ class Ingest:
                 rejected.append(RejectedItem(index=index, messageId=message_id, reason=exc.reason))
                 row = RejectedEvent(
                     reason=exc.reason,
-                    raw=raw,
+                    raw=recordable(raw),
                     received_at=received_at,
                     source=source,
                     index=index,

@@ -33,6 +33,7 @@ MAX_DEPTH = 32  # levels of objects and arrays in properties, traits and context
 MAX_REVENUE = 1e12  # |revenue|: any realistic number of orders still sums to a finite number
 MAX_ID = 255  # characters of an id or order_id (the consumers' columns)
 FIRST_YEAR, LAST_YEAR = 1900, 2200  # event times: date arithmetic never leaves datetime's range
+TOO_DEEP = f"(nested deeper than {MAX_DEPTH} levels: not recorded)"
 
 
 class Rejected(Exception):
@@ -65,6 +66,16 @@ def deeper_than(value: Any, levels: int) -> bool:
     return bool(containers)
 
 
+def recordable(raw: Any) -> Any:
+    """A rejected call as the rejected-events topic keeps it: a field nested too deeply to encode
+    is replaced by a note."""
+    if not deeper_than(raw, MAX_DEPTH + 1):
+        return raw
+    if not isinstance(raw, dict):
+        return TOO_DEEP
+    return {k: TOO_DEEP if deeper_than(v, MAX_DEPTH) else v for k, v in raw.items()}
+
+
 def parse_time(value: Any, name: str) -> datetime | None:
     """ISO 8601 (with `Z` or an offset) to an aware datetime; naive times are taken as UTC."""
     if value is None:
@@ -80,7 +91,7 @@ def parse_time(value: Any, name: str) -> datetime | None:
     try:
         return parsed.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00+01:00 lies before the first representable UTC time
-        raise Rejected(f"{name} is out of range") from None
+        raise Rejected(f"{name} must lie in the years {FIRST_YEAR}-{LAST_YEAR}") from None
 
 
 def event_time(
