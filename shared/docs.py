@@ -11,6 +11,11 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 ASSETS = "/docs-assets"
+# The page may load only from its own service (its one inline script starts Swagger UI).
+POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'none'"
+)
 
 
 def serve_docs(app: FastAPI) -> None:
@@ -24,7 +29,7 @@ def serve_docs(app: FastAPI) -> None:
         return str(request.scope.get("root_path", ""))
 
     async def swagger_ui(request: Request) -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=f"{root(request)}{app.openapi_url}",
             title=f"{app.title} - API docs",
             oauth2_redirect_url=app.swagger_ui_oauth2_redirect_url,
@@ -33,5 +38,7 @@ def serve_docs(app: FastAPI) -> None:
             swagger_favicon_url=f"{root(request)}{ASSETS}/favicon.png",
             swagger_ui_parameters=app.swagger_ui_parameters,
         )
+        page.headers["Content-Security-Policy"] = POLICY
+        return page
 
     app.add_api_route("/docs", swagger_ui, include_in_schema=False)

@@ -33,6 +33,7 @@ def test_api_docs_load_with_the_network_closed(stack: tuple[Stack, object]) -> N
         wait_for(lambda n=name: ready(s.url(n)), bool, 60, f"{name} ready")  # type: ignore[misc]
     blocked: list[str] = []
     failed: list[str] = []
+    errors: list[str] = []  # a script or style refused by the page's Content-Security-Policy
 
     def local_only(route: Route) -> None:
         if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
@@ -46,6 +47,7 @@ def test_api_docs_load_with_the_network_closed(stack: tuple[Stack, object]) -> N
         page = browser.new_page()
         page.route("**/*", local_only)
         page.on("requestfailed", lambda r: failed.append(r.url))
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
         for name, operations in OPERATIONS.items():
             page.goto(f"{s.url(name)}/docs")
             for method, path in operations:
@@ -56,3 +58,4 @@ def test_api_docs_load_with_the_network_closed(stack: tuple[Stack, object]) -> N
         browser.close()
     assert not blocked, blocked  # nothing was even asked of another host
     assert not failed, failed
+    assert not errors, errors
