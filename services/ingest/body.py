@@ -12,6 +12,7 @@ ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")
 # Deflate grows incompressible data by a few bytes per 16 KB block, and a gzip member's header
 # may carry a name or comment: compressed bytes past twice the limit are never a valid body.
 COMPRESSED_SLACK = 2
+GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
 def too_large(limit: int) -> IngestError:
@@ -38,6 +39,7 @@ class _Inflater:
         self._limit = limit
         self._size = 0
         self._decompressor: zlib._Decompress | None = None
+        self._wbits = GZIP_WBITS  # deflate's are known from its first two bytes
         self._head = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -46,17 +48,18 @@ class _Inflater:
             if self._encoding == "deflate" and len(self._head) < 2:
                 return b""
             if self._encoding == "deflate":
-                wbits = zlib.MAX_WBITS if _looks_like_zlib(self._head) else -zlib.MAX_WBITS
-            else:
-                wbits = 16 + zlib.MAX_WBITS
-            self._decompressor = zlib.decompressobj(wbits)
+                raw = not _looks_like_zlib(self._head)
+                self._wbits = -zlib.MAX_WBITS if raw else zlib.MAX_WBITS
+            self._decompressor = zlib.decompressobj(self._wbits)
             chunk, self._head = self._head, b""
         out = []
         data = chunk
         try:
             while data:
                 if self._decompressor.eof:  # bytes after the end of the stream
-                    raise _bad_stream(self._encoding)
+                    if self._wbits != GZIP_WBITS:
+                        raise _bad_stream(self._encoding)
+                    self._decompressor = zlib.decompressobj(GZIP_WBITS)  # gzip's next member
                 piece = self._decompressor.decompress(data, self._limit - self._size + 1)
                 self._size += len(piece)
                 if self._size > self._limit:
