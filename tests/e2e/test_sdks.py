@@ -164,9 +164,10 @@ def site() -> Iterator[str]:
 # --- one helper per kind of client ----------------------------------------------------------
 
 
-def in_browser(visit: Visit, script_args: dict[str, Any], ingest: str, posts: int) -> Sent:
+def in_browser(visit: Visit, script_args: dict[str, Any], ingest: str, requests: set[str]) -> Sent:
     """Open the visit's page in Chromium with every other host blocked, call its `sendVisit`,
-    and wait for ingest to answer the `posts` requests the SDK makes for the three calls."""
+    wait for ingest to answer the `requests` ("POST /v1/p") the SDK should make for the three
+    calls, and check it made no others."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} missing: `make test` installs Debian's chromium")
     errors: list[str] = []
@@ -181,7 +182,7 @@ def in_browser(visit: Visit, script_args: dict[str, Any], ingest: str, posts: in
             route.abort()
 
     def answered(response: Response) -> None:
-        if response.url.startswith(ingest) and response.request.method == "POST":
+        if response.url.startswith(ingest):
             answers.append(response)
 
     with sync_playwright() as p:
@@ -201,13 +202,13 @@ def in_browser(visit: Visit, script_args: dict[str, Any], ingest: str, posts: in
             )
             page.goto(visit.url)
             result = page.evaluate("args => sendVisit(args)", script_args)
-            # page.evaluate lets Playwright hand over the responses that arrived meanwhile
-            wait_for(
-                lambda: page.evaluate("0") or len(answers),
-                lambda n: n >= posts,
-                90,
-                f"ingest to answer {posts} requests of {visit.client}",
-            )
+
+            def made() -> set[str]:
+                page.evaluate("0")  # Playwright hands over the responses that came meanwhile
+                return {f"{a.request.method} {urlsplit(a.url).path}" for a in answers}
+
+            wait_for(made, requests.issubset, 90, f"ingest to answer {visit.client}'s requests")
+            assert made() == requests, f"{visit.client} made other requests"
             errors += result["errors"] + [
                 f"{a.request.method} {a.url}: {a.status} {a.text()}"
                 for a in answers
@@ -244,19 +245,22 @@ def segment_browser(stack: Stack, site: str, visit: Visit, mode: str) -> Sent:
             "config": {"size": 3, "timeout": 1000},
         }
     settings: dict[str, Any] = {"writeKey": DEV_WRITE_KEY}
+    requests = {"POST /v1/b"} if mode == "batching" else {"POST /v1/p", "POST /v1/i", "POST /v1/t"}
     if mode == "cdn":
         settings["cdnURL"] = ingest  # it reads its settings from ingest's settings route
+        requests.add(f"GET /v1/projects/{DEV_WRITE_KEY}/settings")
     else:
         settings["cdnSettings"] = {"integrations": {"Segment.io": segment_io}}
     args = {"settings": settings, "options": {}, "visit": visit.to_js()}
-    return in_browser(visit, args, ingest, posts=1 if mode == "batching" else 3)
+    return in_browser(visit, args, ingest, requests)
 
 
 def rudderstack_browser(stack: Stack, site: str, visit: Visit) -> Sent:
     """@rudderstack/analytics-js with `dataPlaneUrl` and a local source config."""
     ingest = stack.url("INGEST")
     args = {"writeKey": DEV_WRITE_KEY, "dataPlaneUrl": ingest, "visit": visit.to_js()}
-    return in_browser(visit, args, ingest, posts=3)
+    requests = {"POST /v1/page", "POST /v1/identify", "POST /v1/track"}
+    return in_browser(visit, args, ingest, requests)
 
 
 def segment_node(stack: Stack, site: str, visit: Visit) -> Sent:
@@ -373,8 +377,8 @@ def _http_errors(response: httpx.Response) -> list[str]:
 def assert_recorded(stack: Stack, visit: Visit, sent: Sent) -> None:
     """One customer at first_purchase, reachable by its anonymous id, its first touch from the
     campaign's channel at the page's time, the order's revenue and time in lifecycle and scoring."""
-    assert not sent.errors, f"{visit.client} reported errors:\n" + "\n".join(sent.errors)
-    assert not sent.blocked, f"{visit.client} tried to reach other hosts: {sent.blocked}"
+    problems = sent.errors + [f"tried to reach {url} (blocked)" for url in sent.blocked]
+    assert not problems, f"{visit.client} reported errors:\n" + "\n".join(problems)
     lifecycle, scoring = stack.url("LIFECYCLE"), stack.url("SCORING")
 
     def customer(any_id: str) -> dict[str, Any]:
@@ -436,7 +440,29 @@ CLIENTS: dict[str, tuple[Client, str]] = {
 }
 
 
-@pytest.mark.parametrize("client", list(CLIENTS))
+# What an SDK needs that ingest does not do yet: its case fails for that reason (strict xfail).
+SERVER_GAPS = {
+    "rudder-sdk-python": (
+        "ingest reads identify traits only from `traits`; rudder-sdk-python 2.1.9 sends them in "
+        "`context.traits` (client.py identify), so the email does not make the customer engaged"
+    ),
+    "rudderstack-analytics-js": (
+        "ingest answers 400 invalid_event \"userId '' is not a real id\" to the anonymous page "
+        '(analytics-js 3.34.1 sends userId "" before an identify), and reads identify traits '
+        "only from `traits` (analytics-js sends them in `context.traits`)"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "client",
+    [
+        pytest.param(c, marks=pytest.mark.xfail(reason=SERVER_GAPS[c], strict=True))
+        if c in SERVER_GAPS
+        else c
+        for c in CLIENTS
+    ],
+)
 def test_sdk_records_a_campaign_visit_and_an_order(stack: Stack, site: str, client: str) -> None:
     send, page = CLIENTS[client]
     revenue = 100 + 10 * list(CLIENTS).index(client) + 0.5  # distinct per client
