@@ -59,7 +59,7 @@ class Visit:
     order_at: datetime
 
     @classmethod
-    def of(cls, client: str, revenue: float, site: str, page: str = "landing.html") -> Visit:
+    def of(cls, client: str, revenue: float, landing_page: str) -> Visit:
         run = uuid.uuid4().hex[:8]
         campaign = {**CAMPAIGN, "name": f"spring-{client}-{run}"}
         query = "&".join(f"utm_{k if k != 'name' else 'campaign'}={v}" for k, v in campaign.items())
@@ -72,7 +72,7 @@ class Visit:
             order_id=f"order-{run}",
             revenue=revenue,
             campaign=campaign,
-            url=f"{site}/{page}?{query}",
+            url=f"{landing_page}?{query}",
             page_at=start,
             identify_at=start + timedelta(minutes=1),
             order_at=start + timedelta(minutes=2, milliseconds=250),
@@ -230,7 +230,7 @@ def in_subprocess(visit: Visit, command: list[str]) -> Sent:
     return Sent(visit.anonymous_id, errors)
 
 
-def segment_browser(stack: Stack, site: str, visit: Visit, mode: str) -> Sent:
+def segment_browser(stack: Stack, visit: Visit, mode: str) -> Sent:
     """@segment/analytics-next: its Segment.io settings given in the page (`cdnSettings`, with
     the default or the batching delivery), or only its `cdnURL` pointing at Touchline."""
     ingest = stack.url("INGEST")
@@ -255,7 +255,7 @@ def segment_browser(stack: Stack, site: str, visit: Visit, mode: str) -> Sent:
     return in_browser(visit, args, ingest, requests)
 
 
-def rudderstack_browser(stack: Stack, site: str, visit: Visit) -> Sent:
+def rudderstack_browser(stack: Stack, visit: Visit) -> Sent:
     """@rudderstack/analytics-js with `dataPlaneUrl` and a local source config."""
     ingest = stack.url("INGEST")
     args = {"writeKey": DEV_WRITE_KEY, "dataPlaneUrl": ingest, "visit": visit.to_js()}
@@ -263,12 +263,12 @@ def rudderstack_browser(stack: Stack, site: str, visit: Visit) -> Sent:
     return in_browser(visit, args, ingest, requests)
 
 
-def segment_node(stack: Stack, site: str, visit: Visit) -> Sent:
+def segment_node(stack: Stack, visit: Visit) -> Sent:
     args = {"host": stack.url("INGEST"), "writeKey": DEV_WRITE_KEY, "visit": visit.to_js()}
     return in_subprocess(visit, ["node", "segment-node.mjs", json.dumps(args)])
 
 
-def python_sdk(stack: Stack, site: str, visit: Visit, sdk: str, **options: bool) -> Sent:
+def python_sdk(stack: Stack, visit: Visit, sdk: str, **options: bool) -> Sent:
     args = {"sdk": sdk, "host": stack.url("INGEST"), "writeKey": DEV_WRITE_KEY, **options}
     args["visit"] = visit.to_js()
     return in_subprocess(visit, [sys.executable, "python_visit.py", json.dumps(args)])
@@ -287,7 +287,7 @@ def mobile_events(visit: Visit, library: dict[str, str]) -> list[dict[str, Any]]
             "name": "Landing",
             "category": "",
             "properties": {},
-            "context": {**context, "campaign": visit.campaign, "deep_link": visit.url},
+            "context": {**context, "campaign": visit.campaign},
             "timestamp": iso(visit.page_at),
         },
         {
@@ -317,7 +317,7 @@ def mobile_events(visit: Visit, library: dict[str, str]) -> list[dict[str, Any]]
     ]
 
 
-def kotlin_upload(stack: Stack, site: str, visit: Visit) -> Sent:
+def kotlin_upload(stack: Stack, visit: Visit) -> Sent:
     """analytics-kotlin's upload as its source builds it: StorageImpl.kt writes the batch file
     `{"batch":[...],"sentAt":"...","writeKey":"..."}`; HTTPClient.kt posts it to
     https://$apiHost/b (apiHost api.segment.io/v1 by default, Constants.kt) as text/plain through
@@ -345,7 +345,7 @@ def kotlin_upload(stack: Stack, site: str, visit: Visit) -> Sent:
     return Sent(visit.anonymous_id, _http_errors(response))
 
 
-def swift_upload(stack: Stack, site: str, visit: Visit) -> Sent:
+def swift_upload(stack: Stack, visit: Visit) -> Sent:
     """analytics-swift's upload as its source builds it: DirectoryStore.swift writes the batch
     file line by line, `{ "batch": [`, the events (each after the first led by a comma), then
     `],"sentAt":"...","writeKey":"..."}`; HTTPClient.swift posts the file to https://<apiHost>/b
@@ -425,18 +425,20 @@ def assert_near(recorded: str, given: datetime, what: str) -> None:
 
 # --- the matrix -----------------------------------------------------------------------------
 
-Client = Callable[[Stack, str, Visit], Sent]
+LANDING = "landing.html"  # the page a server-side or app client says the visit landed on
+Client = Callable[[Stack, Visit], Sent]
+# Each client and the page its visit lands on (the browser clients open it from the test's site).
 CLIENTS: dict[str, tuple[Client, str]] = {
     "analytics-next": (partial(segment_browser, mode="default"), "segment-next.html"),
     "analytics-next-batching": (partial(segment_browser, mode="batching"), "segment-next.html"),
     "analytics-next-cdn-url": (partial(segment_browser, mode="cdn"), "segment-next.html"),
-    "analytics-node": (segment_node, ""),
-    "segment-analytics-python": (partial(python_sdk, sdk="segment", gzip=False), ""),
-    "segment-analytics-python-gzip": (partial(python_sdk, sdk="segment", gzip=True), ""),
-    "rudder-sdk-python": (partial(python_sdk, sdk="rudder"), ""),
+    "analytics-node": (segment_node, LANDING),
+    "segment-analytics-python": (partial(python_sdk, sdk="segment", gzip=False), LANDING),
+    "segment-analytics-python-gzip": (partial(python_sdk, sdk="segment", gzip=True), LANDING),
+    "rudder-sdk-python": (partial(python_sdk, sdk="rudder"), LANDING),
     "rudderstack-analytics-js": (rudderstack_browser, "rudderstack.html"),
-    "analytics-kotlin": (kotlin_upload, "app"),
-    "analytics-swift": (swift_upload, "app"),
+    "analytics-kotlin": (kotlin_upload, LANDING),
+    "analytics-swift": (swift_upload, LANDING),
 }
 
 
@@ -466,8 +468,8 @@ SERVER_GAPS = {
 def test_sdk_records_a_campaign_visit_and_an_order(stack: Stack, site: str, client: str) -> None:
     send, page = CLIENTS[client]
     revenue = 100 + 10 * list(CLIENTS).index(client) + 0.5  # distinct per client
-    visit = Visit.of(client, revenue, site, page or "landing.html")
-    sent = send(stack, site, visit)
+    visit = Visit.of(client, revenue, f"{site}/{page}")
+    sent = send(stack, visit)
     assert_recorded(stack, visit, sent)
 
 
