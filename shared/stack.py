@@ -3,6 +3,7 @@ supervised until Ctrl-C, which stops it without losing an accepted event."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -15,6 +16,7 @@ from typing import IO
 import httpx
 
 from shared.broker import MissingEmbeddedBroker, broker_binary, port_in_use
+from shared.kafka import BrokerUnavailable
 from shared.migrate import upgrade
 from shared.settings import Settings
 from shared.supervisor import CONSUMERS, Child, DrainResult, Supervisor, describe, log_tail, say
@@ -120,6 +122,9 @@ def _stop_cleanly(supervisor: Supervisor, settings: Settings, stopping: list[int
     if result.clean and not hurry():
         result = supervisor.drain(max(deadline - time.monotonic(), 0.0), hurry)
     supervisor.stop(CONSUMERS)
+    if not result.clean:  # the consumers' last batches are in: count what is left exactly
+        with contextlib.suppress(BrokerUnavailable):
+            result = DrainResult(supervisor.left_to_apply().left, result.outbox)
     supervisor.stop_broker()
     return _report(result, settings)
 

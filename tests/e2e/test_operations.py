@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -233,3 +234,31 @@ def test_readyz_turns_503_within_5s_when_the_broker_dies_or_the_database_is_lock
     wait_for(lambda: all_ready(s), bool, 60, "ready again after the lock")
     process.send_signal(signal.SIGINT)
     assert process.wait(120) == 0
+
+
+def test_a_stop_past_its_deadline_says_exactly_how_many_events_each_consumer_left(
+    tmp_path: Path,
+) -> None:
+    s = Stack(tmp_path)
+    s.env["TOUCHLINE_STOP_DRAIN_TIMEOUT_S"] = "0"  # no time to drain at all
+    process = start(s)
+    try:
+        sender = Sender(s.url("INGEST"), uuid.uuid4().hex[:8])
+        sender.burst(sender.batches(count=40, customers=250, per_customer=2))
+        assert sender.statuses == {200: 40}
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(120)
+    output = s.output.read_text()
+    assert code == 1, output
+    assert "STOPPED WITH EVENTS LEFT UNAPPLIED" in output
+    found = re.search(r"Per consumer: ([^.]*)\.", output)
+    assert found, output
+    left = {
+        name: int(count.replace(",", ""))
+        for name, count in (item.rsplit(" ", 1) for item in found.group(1).split(", "))
+    }
+    lifecycle, scoring = applied(s, sorted(sender.accepted))
+    accepted = sum(sender.accepted.values())
+    assert left["lifecycle"] == accepted - sum(lifecycle.values()) > 0
+    assert left["scoring"] == accepted - sum(scoring.values())
