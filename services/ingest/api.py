@@ -271,6 +271,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_methods=["POST", "GET", "OPTIONS"],
         # AnonymousId: RudderStack's browser SDK sends it with every call.
         allow_headers=["Authorization", "Content-Type", "Content-Encoding", "AnonymousId"],
+        # A browser SDK's script may read these only if they are exposed.
+        expose_headers=["Retry-After", "X-RateLimit-Reset"],
         max_age=86400,
     )
     app.include_router(

@@ -412,8 +412,13 @@ def test_rate_limit_sends_retry_after_and_reset(broker: EmbeddedBroker) -> None:
     with TestClient(create_app(settings)) as limited:
         batch = [{"type": "page", "userId": uid()}] * 5
         assert limited.post("/v1/b", json={"batch": batch}, auth=AUTH).status_code == 200
-        response = limited.post("/v1/t", json={"userId": uid(), "event": "E"}, auth=AUTH)
+        response = limited.post(
+            "/v1/t", json={"userId": uid(), "event": "E"}, auth=AUTH, headers={"Origin": ORIGIN}
+        )
         assert_error(response, 429, "rate_limited")
+        # A cross-origin script (the browser SDK) may read both headers.
+        exposed = response.headers["access-control-expose-headers"].lower()
+        assert "retry-after" in exposed and "x-ratelimit-reset" in exposed
         # Both in seconds to wait (one event at 0.1 a second: 10 s, less the time since the
         # bucket emptied), as the browser SDK reads them.
         wait = response.headers["Retry-After"]
