@@ -141,6 +141,16 @@ def test_ctrl_c_right_after_a_burst_applies_every_accepted_event_before_stopping
     sender.burst(sender.batches(count=40, customers=250, per_customer=2))  # 20,000 events
     assert sender.statuses == {200: 40}
     process.send_signal(signal.SIGINT)
+    refused = wait_for(
+        lambda: httpx.post(
+            f"{s.url('INGEST')}/v1/track", json={"userId": "late", "event": "E"}, auth=AUTH
+        ),
+        lambda answer: answer.status_code != 200,
+        30,
+        "ingest to refuse new events",
+    )
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    assert refused.json()["code"] == "draining"
     assert process.wait(180) == 0
     output = s.output.read_text()
     assert "ingest now answers 503" in output
