@@ -55,7 +55,7 @@ class Rfm(BaseModel):
 
 
 class CustomerValue(BaseModel):
-    model_status: str  # fitted | not_fitted (no fit yet, or the last fit failed) | no_purchases
+    model_status: str  # fitted | not_fitted (no successful fit yet) | no_purchases
     model_fitted_at: datetime | None
     horizon_days: int
     historical_value: float

@@ -52,6 +52,7 @@ def test_cdnow_through_ingest_gives_the_published_model(
         for name, published in (("r", 0.243), ("alpha", 4.414), ("a", 0.793), ("b", 2.426)):
             assert model["bgnbd"][name] == pytest.approx(published, rel=0.01)
         assert model["gamma_gamma"]["gamma"] == pytest.approx(15.44, rel=0.01)
+        assert model["boundary"] == [] and model["last_attempt"]["status"] == "fitted"
 
         # One customer's scores against a direct computation from the file.
         customer = rows[0].customer
