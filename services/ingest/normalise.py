@@ -120,7 +120,7 @@ def event_time(
 
 
 def customer_id(value: Any, name: str) -> str | None:
-    if value is None:
+    if value is None or value == "":  # RudderStack's userId of an anonymous visitor is ""
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise Rejected(f"{name} must be a string")
@@ -278,6 +278,9 @@ class Normaliser:
             context = {**batch_context, **context}
         if context is not raw.get("context"):
             raw = {**raw, "context": context}
+        traits = _object(raw, "traits")
+        if kind == "identify" and isinstance(context.get("traits"), dict):
+            traits = {**context["traits"], **traits}  # where RudderStack's SDKs put them
         original = parse_time(raw.get("timestamp"), "timestamp")
         if original is None:  # RudderStack's SDKs send the event time as originalTimestamp
             original = parse_time(raw.get("originalTimestamp"), "originalTimestamp")
@@ -302,7 +305,7 @@ class Normaliser:
             "sent_at": sent_at,
             "received_at": received_at,
             "properties": properties,
-            "traits": _object(raw, "traits"),
+            "traits": traits,
             "context": context,
             "revenue": revenue,
             "currency": currency,

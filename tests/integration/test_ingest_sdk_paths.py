@@ -486,3 +486,29 @@ def test_openapi_lists_every_route_with_its_auth(client: TestClient) -> None:
     )
     for path in ("/v1/projects/{write_key}/settings", "/projects/{write_key}/settings"):
         assert set(schema["paths"][path]) == {"get"}
+
+
+def test_rudderstack_anonymous_calls_and_identify_traits(
+    client: TestClient, broker: EmbeddedBroker
+) -> None:
+    """RudderStack's SDKs send userId "" before an identify, and identify traits in
+    context.traits: the call is anonymous, and the traits are the identify's."""
+    anonymous, user = uid(), uid()
+    page = {"type": "page", "userId": "", "anonymousId": anonymous, "name": "Home"}
+    identify = {
+        "type": "identify",
+        "userId": user,
+        "anonymousId": anonymous,
+        "context": {"traits": {"email": "a@example.com", "plan": "free"}},
+        "traits": {"plan": "pro"},  # the top-level traits win over context.traits
+    }
+    response = client.post("/v1/batch", json={"batch": [page, identify]}, auth=AUTH)
+    assert response.json() == {"success": True, "accepted": 2, "rejected": []}
+    by_type = {e.type: e for e in landed(broker, anonymous, 2)}
+    assert (by_type["page"].user_id, by_type["page"].anonymous_id) == (None, anonymous)
+    assert by_type["identify"].traits == {"email": "a@example.com", "plan": "pro"}
+    # Empty ids on both sides are no id at all.
+    nobody = client.post("/v1/p", json={"userId": "", "anonymousId": ""}, auth=AUTH)
+    assert (
+        "userId or anonymousId is required" in assert_error(nobody, 400, "invalid_event")["message"]
+    )
