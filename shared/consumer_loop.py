@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -64,6 +64,13 @@ class Progress:
 
     def behind(self) -> int:
         return sum(self.lag.values())
+
+    def unapplied_age_s(self) -> float:
+        """Seconds since ingest received the oldest event not applied yet (0 when caught up)."""
+        oldest = self.oldest_pending
+        if oldest is None or not self.behind():
+            return 0.0
+        return max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
 
     def stalled_s(self, now: float) -> float:
         """Seconds the loop has had events to apply without committing any."""

@@ -113,9 +113,7 @@ class HealthMonitor:
             checks["consumer"] = self._consumer()
         progress = self._progress()
         if progress is not None:
-            oldest = progress.oldest_pending if progress.behind() else None
-            age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
-            metrics.OLDEST_UNAPPLIED.labels(self._group).set(max(age, 0.0))
+            metrics.OLDEST_UNAPPLIED.labels(self._group).set(progress.unapplied_age_s())
         for name, result in checks.items():
             metrics.READY.labels(self._group, name).set(result is True)
         self._checks = checks

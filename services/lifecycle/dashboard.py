@@ -49,10 +49,15 @@ for _path, (_name, _type) in PAGE_FILES.items():
 @reads.get("/live")
 def live(request: Request) -> dict[str, object]:
     """Events applied per channel by this instance's consumer since it started (the page turns
-    two readings into a rate)."""
+    two readings into a rate), and its backlog: events not applied yet, age of the oldest."""
     service: ConsumerService = request.app.state.service
     applied = dict(service.loop.stats.by_channel) if service.loop else {}
-    return {"at": datetime.now(UTC).isoformat(), "applied": applied}
+    return {
+        "at": datetime.now(UTC).isoformat(),
+        "applied": applied,
+        "behind": service.progress.behind(),
+        "oldest_unapplied_s": round(service.progress.unapplied_age_s(), 1),
+    }
 
 
 @reads.get("/scoring/{path:path}")

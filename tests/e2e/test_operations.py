@@ -198,6 +198,15 @@ def test_a_killed_consumer_is_restarted_and_nothing_is_lost_or_counted_twice(
     for name in ("lifecycle", "scoring"):
         assert f"{name} exited (code -9)" in output and f"{name} restarted" in output
     assert_all_applied_once(s, sender, 120)
+    live = wait_for(
+        lambda: httpx.get(f"{s.url('LIFECYCLE')}/v1/live", headers=READ).json(),
+        lambda body: body["behind"] == 0,
+        30,
+        "the dashboard's backlog to reach 0",
+    )
+    assert live["oldest_unapplied_s"] == 0
+    metrics = httpx.get(f"{s.url('SCORING')}/metrics").text
+    assert 'touchline_consumer_oldest_unapplied_age_seconds{consumer="scoring"} 0.0' in metrics
     process.send_signal(signal.SIGINT)
     assert process.wait(120) == 0
 

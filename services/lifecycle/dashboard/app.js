@@ -225,6 +225,9 @@ async function loadLive() {
     $("live-chart").classList.remove("muted");
   }
   liveBefore = now;
+  $("live-backlog").textContent = now.behind
+    ? `${now.behind.toLocaleString()} events not applied yet; the oldest was received ${now.oldest_unapplied_s.toFixed(0)} s ago`
+    : "caught up: every event received so far is applied";
 }
 
 async function refresh() {
