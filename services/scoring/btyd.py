@@ -233,8 +233,9 @@ def _maximise(
     bounds: list[tuple[float, float]],
     n: float,
 ) -> _Fit:
-    """L-BFGS-B on log-parameters with the analytic gradient from several starts; the best
-    answer stands if its projected gradient is flat, else Nelder-Mead continues from it."""
+    """L-BFGS-B on log-parameters with the analytic gradient from several starts (until two reach
+    the same log-likelihood per customer); the best answer stands if its projected gradient is
+    flat, else Nelder-Mead continues from it."""
 
     def objective(log_params: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
         params = np.exp(log_params)
@@ -249,8 +250,14 @@ def _maximise(
             objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
             options={"maxiter": 2_000, "ftol": 1e-13, "gtol": 1e-9},
         )  # fmt: skip
-        if np.isfinite(result.fun) and (best is None or result.fun < best.fun):
+        if not np.isfinite(result.fun):
+            continue
+        # two starts that reach the same maximum: the remaining starts would too
+        agree = best is not None and abs(result.fun - best.fun) < 1e-9
+        if best is None or result.fun < best.fun:
             best = result
+        if agree:
+            break
     if best is not None and _flat(objective, best.x, bounds):
         return _Fit(np.exp(best.x), -float(best.fun) * n)
     fallback = optimize.minimize(
