@@ -307,8 +307,8 @@ def fit_bgnbd(x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> BgNbd:
         boundary.append("r,alpha -> inf")  # one purchase rate for everyone
     if a >= BOUNDARY and b >= BOUNDARY:
         boundary.append("a,b -> inf")  # one dropout probability for everyone
-    elif b >= BOUNDARY:
-        boundary.append("b -> inf")  # nobody drops out
+    elif b >= BOUNDARY or a <= 1 / BOUNDARY:
+        boundary.append("b -> inf" if b >= BOUNDARY else "a -> 0")  # nobody drops out
     return BgNbd(r, alpha, a, b, fit.log_likelihood, tuple(boundary))
 
 

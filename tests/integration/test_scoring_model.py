@@ -5,11 +5,12 @@ report of the full CDNOW sample is the paper's comparison."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.broker import EmbeddedBroker
-from tests.integration.test_scoring import ADMIN, READ, drained, scoring
+from tests.integration.test_scoring import ADMIN, READ, drained, order, scoring
 from tests.support import cdnow_events
 from tests.support.cdnow import transactions
 from tests.support.pipeline import publish
@@ -89,3 +90,27 @@ def test_default_validation_window(own_broker: EmbeddedBroker, sqlite_url: str) 
         assert body["customers"] == 2357
         assert body["calibration_end"] > "2010-01-01"  # halfway from 1997 to today
         assert body["holdout_actual"] == 0  # nothing was bought after 1998
+
+
+def test_a_boundary_fit_is_recorded_and_predicts(own_broker: EmbeddedBroker, db_url: str) -> None:
+    """Sixty customers who buy once a week like clockwork from their start until today: no
+    heterogeneity in the purchase rate and no dropout, so the fit answers at the boundary."""
+    run = uuid.uuid4().hex[:6]
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    events = [
+        order(f"{run}-c{i}", f"o{k}", today - timedelta(days=7 * k), 20.0 + 5 * (i % 7) + k % 3)
+        for i in range(60)
+        for k in range(4 + (i * 37) % 30)
+    ]
+    publish(own_broker.bootstrap, events)
+    with scoring(own_broker.bootstrap, db_url) as (consumer, client):
+        drained(consumer, len(events))
+        refit = client.post("/v1/model/refit", headers=ADMIN)
+        assert refit.status_code == 200, refit.text
+        model = client.get("/v1/model", headers=READ).json()
+        assert model["status"] == "fitted" and model["n_customers"] == 60
+        assert model["boundary"][0] == "r,alpha -> inf"
+        assert model["bgnbd"]["r"] / model["bgnbd"]["alpha"] == pytest.approx(1.0, rel=0.05)
+        value = client.get(f"/v1/customers/{run}-c1/scores", headers=READ).json()["value"]
+        assert value["p_alive"] > 0.99
+        assert value["expected_purchases"] == pytest.approx(365 / 7, rel=0.05)  # a year ahead

@@ -106,6 +106,18 @@ def test_one_common_purchase_rate_is_a_boundary_answer() -> None:
     assert spend.boundary == ()
 
 
+def test_buyers_like_clockwork_who_never_stop_are_a_boundary_answer() -> None:
+    """Every customer buys every 7 days until the end: less varied than any Poisson rate, and
+    nobody drops out."""
+    starts = np.random.default_rng(33).integers(0, 200, 60)
+    x = (260 - starts) // 7
+    fitted = fit_bgnbd(x, x.astype(float), (260 - starts) / 7)
+    rate, dropout = fitted.boundary
+    assert rate == "r,alpha -> inf" and dropout in ("a -> 0", "b -> inf")  # either way: none
+    assert fitted.r / fitted.alpha == pytest.approx(1.0, rel=0.05)  # one purchase a week
+    assert np.all(fitted.p_alive(x, x.astype(float), (260 - starts) / 7) > 0.99)
+
+
 def test_one_common_mean_spend_is_a_boundary_answer() -> None:
     pop = population(SETS["cdnow"], seed=31)
     x, _, _, _ = pop.summaries(END)
