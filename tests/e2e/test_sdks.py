@@ -443,17 +443,7 @@ CLIENTS: dict[str, tuple[Client, str]] = {
 
 
 # What an SDK needs that ingest does not do yet: its case fails for that reason (strict xfail).
-SERVER_GAPS = {
-    "rudder-sdk-python": (
-        "ingest reads identify traits only from `traits`; rudder-sdk-python 2.1.9 sends them in "
-        "`context.traits` (client.py identify), so the email does not make the customer engaged"
-    ),
-    "rudderstack-analytics-js": (
-        "ingest answers 400 invalid_event \"userId '' is not a real id\" to the anonymous page "
-        '(analytics-js 3.34.1 sends userId "" before an identify), and reads identify traits '
-        "only from `traits` (analytics-js sends them in `context.traits`)"
-    ),
-}
+SERVER_GAPS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
