@@ -228,9 +228,9 @@ class ConsumerLoop:
             # The processed-message insert comes first: it is the transaction's first write.
             # A message id is unique per sender (source and customer), not globally.
             rows = [
-                (e.message_id, dedup_scope(e.source, key), privacy.id_hash(key))
+                (e.message_id, dedup_scope(e.source, customer_hash), customer_hash)
                 for _, e in events
-                for key in (e.customer_key,)
+                for customer_hash in (privacy.id_hash(e.customer_key),)
             ]
             new_keys = mark_processed(session, self.name, rows)
             fresh: list[Touchpoint] = []

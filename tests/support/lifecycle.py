@@ -19,6 +19,7 @@ from services.lifecycle.repository import FunnelEntry, funnel_row
 from services.lifecycle.tables import lifecycle_customers, lifecycle_funnel, lifecycle_orders
 from shared.db import dedup_scope, make_engine, make_session_factory, mark_processed
 from shared.events import Touchpoint
+from shared.privacy import id_hash
 
 T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
 
@@ -107,7 +108,7 @@ def feed(
 ) -> None:
     """Apply one batch as the consumer loop does: processed-message dedup, then the handler."""
     with factory.begin() as session:
-        keys = [(e.message_id, dedup_scope(e.source, e.customer_key)) for e in batch]
+        keys = [(e.message_id, dedup_scope(e.source, id_hash(e.customer_key))) for e in batch]
         new = mark_processed(session, "lifecycle", [(m, s, "") for m, s in keys])
         fresh, seen = [], set()
         for key, event in zip(keys, batch, strict=True):
