@@ -60,6 +60,8 @@ class Progress:
     committed: dict[tuple[str, int], int] = field(default_factory=dict)  # last offsets it committed
     last_commit_at: float | None = None  # time.monotonic()
     waiting_since: float | None = None  # behind, and no commit since then
+    # Set when the broker lost its log: the loop reads the new log from its first offset.
+    restart_from_beginning: bool = False
     oldest_pending: datetime | None = None  # received_at of the oldest event in hand
 
     def behind(self) -> int:
@@ -116,6 +118,11 @@ class ConsumerLoop:
     def run(self) -> None:
         backoff = 0.1
         while not self._stop.is_set():
+            if self.progress.restart_from_beginning:
+                # A member that rejoins reads from the group's (lost) offsets, one that did not
+                # from its old positions: past the start of the new log. Duplicates are dropped.
+                self.progress.restart_from_beginning = False
+                self._subscription.rewind_to_start()
             records = self._subscription.poll(max_records=self._batch_size, timeout_ms=200)
             if not records:
                 self._idle()
@@ -131,8 +138,11 @@ class ConsumerLoop:
                 backoff = min(backoff * 2, self._max_backoff_s)
                 continue
             backoff = 0.1
-            self._subscription.commit(records)
-            self._note_commit(records, self._subscription.progress(records, done=True))
+            after = self._subscription.progress(records, done=True)
+            if self._subscription.commit(records):
+                self._note_commit(records, after)
+            else:  # applied, but the offsets did not move: no progress for readiness
+                self._note_lag(after)
 
     def _note_lag(self, ends: Sequence[tuple[str, int, int | None, int]]) -> None:
         metrics.observe_lag(self.name, ends)

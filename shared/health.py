@@ -87,7 +87,7 @@ class HealthMonitor:
             "database": "not checked yet",
         }
         self._checked_at = time.monotonic()
-        self._lost: set[tuple[str, int]] = set()
+        self._reported: dict[tuple[str, int], int] = {}  # own offsets already reported lost
         self.notices: list[str] = []
 
     def checks(self) -> dict[str, Check]:
@@ -127,10 +127,16 @@ class HealthMonitor:
         # Offsets this member committed that the broker no longer has: it lost the group's log.
         progress = self._progress()
         mine = progress.committed if progress is not None else {}
-        gone = {tp for tp, offset in mine.items() if offset > 0 and tp not in offsets}
-        if gone - self._lost:
-            self._report_lost(gone - self._lost)
-        self._lost = gone
+        gone = {
+            tp
+            for tp, offset in mine.items()
+            if offset > 0 and tp not in offsets and self._reported.get(tp) != offset
+        }
+        if gone and progress is not None:
+            self._report_lost(gone)
+            # The whole log went: what this member had committed is accounted for, once.
+            self._reported = dict(mine)
+            progress.restart_from_beginning = True
         return True
 
     def _report_lost(self, partitions: set[tuple[str, int]]) -> None:

@@ -158,21 +158,23 @@ class Subscription:
             for m in messages
         ]
 
-    def commit(self, records: Sequence[Record]) -> None:
-        """Commit the offsets just past the given records, per partition."""
+    def commit(self, records: Sequence[Record]) -> bool:
+        """Commit the offsets just past the given records, per partition; False if refused."""
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
             if tp not in offsets or offsets[tp].offset <= r.offset:
                 offsets[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
         if not offsets:
-            return
+            return True
         try:
             self._consumer.commit(offsets)
         except KafkaError as exc:
             # Lost the partitions in a rebalance: whoever has them now replays these records,
             # and the processed-message table drops them, so nothing is lost or counted twice.
             log.warning("offset commit failed, records will be replayed: %s", exc)
+            return False
+        return True
 
     def progress(
         self, records: Sequence[Record], *, done: bool
@@ -201,6 +203,12 @@ class Subscription:
         for tp, offset in first.items():
             if tp in assigned:
                 self._consumer.seek(tp, offset)
+
+    def rewind_to_start(self) -> None:
+        """Read every assigned partition again from its first offset."""
+        assigned = list(self._consumer.assignment())
+        if assigned:
+            self._consumer.seek_to_beginning(*assigned)
 
     def assigned(self) -> set[tuple[str, int]]:
         """The partitions this member holds now (no broker round trip)."""

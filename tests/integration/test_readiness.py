@@ -104,12 +104,11 @@ def test_broker_gone_is_not_ready_within_5s_then_the_lost_log_is_reported(
 
         own_broker.start()  # memory only: it comes back empty, committed offsets included
         ensure_topics(own_broker.bootstrap, all_topics(), partitions=3)
+        later = make_touchpoints(customers=5, per_customer=2)
+        publish(own_broker.bootstrap, later)  # at once: the consumer's old positions are past them
         notices = wait_for(lambda: service.health.notices, bool, 30, "the lost log noticed")
         assert "lost consumer group lifecycle's committed offsets" in notices[0]
         assert LOG_LOST.labels("lifecycle")._value.get() == lost_before + 1
-
-        later = make_touchpoints(customers=5, per_customer=2)
-        publish(own_broker.bootstrap, later)
         wait_for(
             lambda: total_events(
                 sqlite_url, lifecycle_customers, sorted({e.customer_key for e in later})
