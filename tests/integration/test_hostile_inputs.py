@@ -165,15 +165,18 @@ def test_hostile_calls_get_a_reason_or_are_applied_by_both_consumers(
     assert revenues(db_url, customers) == {c: (r, r) for c, r in accepted.items()}
     for service in consumers:
         assert service.loop is not None and service.loop.stats.dead_lettered == 0
-    # Read the dead-letter topic to its end (a marker written last): nothing of this run.
-    marker = f"{run}-end-of-dlq"
+    # Read the dead-letter topic to its end: a marker keyed by each accepted customer lands after
+    # any dead letter of theirs (same key, same partition); nothing but the markers names this run.
+    markers = {key: f"{run}-end-of-dlq-{i}" for i, key in enumerate(sorted(accepted))}
     publisher = Publisher(own_broker.bootstrap, client_id="test", timeout_s=30)
     try:
-        publisher.publish([OutgoingMessage(dlq(TOUCHPOINTS), None, marker.encode())])
+        publisher.publish(
+            [OutgoingMessage(dlq(TOUCHPOINTS), k, m.encode()) for k, m in markers.items()]
+        )
     finally:
         publisher.close()
-    records = read_topic(own_broker.bootstrap, dlq(TOUCHPOINTS), run, 1)
-    assert [r.value.decode() for r in records] == [marker]
+    records = read_topic(own_broker.bootstrap, dlq(TOUCHPOINTS), run, len(markers))
+    assert sorted(r.value.decode() for r in records) == sorted(markers.values())
 
 
 def test_a_refund_subtracts_however_it_is_signed(
