@@ -108,6 +108,7 @@ def _groups(labels: list[str], actual: np.ndarray, predicted: np.ndarray) -> lis
     members: defaultdict[str, list[int]] = defaultdict(list)
     for i, label in enumerate(labels):
         members[label].append(i)
+    # "0".."6" sort as numbers (single digits), "7+" last; channels alphabetically
     return [
         Group(
             label,
@@ -115,7 +116,7 @@ def _groups(labels: list[str], actual: np.ndarray, predicted: np.ndarray) -> lis
             float(actual[rows].mean()),
             float(predicted[rows].mean()),
         )
-        for label, rows in sorted(members.items(), key=lambda kv: (len(kv[0]), kv[0]))
+        for label, rows in sorted(members.items(), key=lambda kv: (kv[0].endswith("+"), kv[0]))
     ]
 
 

@@ -73,7 +73,7 @@ def test_tracking_plot_weeks_add_up(report: Validation) -> None:
 
 
 def test_by_channel_adds_up_to_the_cohort(report: Validation) -> None:
-    assert [g.label for g in report.by_channel] == ["web", "email"]
+    assert [g.label for g in report.by_channel] == ["email", "web"]
     total = sum(g.customers * g.actual for g in report.by_channel)
     assert total == pytest.approx(1882)
     predicted = sum(g.customers * g.predicted for g in report.by_channel)
