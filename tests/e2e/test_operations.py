@@ -23,8 +23,9 @@ import pytest
 
 from services.lifecycle.tables import lifecycle_customers
 from services.scoring.tables import scoring_customers
+from shared.broker import free_port
 from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import TOUCHLINE, Stack
 from tests.support.pipeline import events_per_customer, ready, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -281,3 +282,33 @@ def test_a_stop_past_its_deadline_says_exactly_how_many_events_each_consumer_lef
     accepted = sum(sender.accepted.values())
     assert left["lifecycle"] == accepted - sum(lifecycle.values()) > 0
     assert left["scoring"] == accepted - sum(scoring.values())
+
+
+def test_second_stack_on_the_same_data_dir_refuses_clearly(
+    stack: tuple[Stack, subprocess.Popen[bytes]],
+) -> None:
+    s, process = stack
+    other_ports = {f"TOUCHLINE_{name}_PORT": str(free_port()) for name in s.ports}
+    second = subprocess.run(
+        [TOUCHLINE, "up"], env={**s.env, **other_ports}, capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 1
+    assert f"another stack (pid {process.pid}) runs on the data directory" in second.stderr
+    assert all_ready(s), "the first stack must be left alone"
+
+
+@pytest.mark.parametrize(
+    ("command", "service"), [(["demo"], "ingest"), (["report", "conversion"], "lifecycle")]
+)
+def test_demo_and_report_read_the_port_settings_and_say_when_no_stack_answers(
+    command: list[str], service: str
+) -> None:
+    port = str(free_port())  # nothing listens there
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")},
+        f"TOUCHLINE_{service.upper()}_PORT": port,
+    }
+    answer = subprocess.run([TOUCHLINE, *command], env=env, capture_output=True, text=True)
+    assert answer.returncode == 1
+    assert answer.stderr.startswith(f"touchline {command[0]}: no {service} service answers at ")
+    assert f"http://127.0.0.1:{port}" in answer.stderr and "Traceback" not in answer.stderr
