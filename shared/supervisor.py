@@ -238,7 +238,11 @@ class Supervisor:
 
 
 def describe(result: DrainResult) -> str:
-    parts = [f"{group} {n:,} events left" for group, n in sorted(result.left.items()) if n]
+    parts = [
+        f"{group} {n:,} event{'' if n == 1 else 's'} left"
+        for group, n in sorted(result.left.items())
+        if n
+    ]
     if result.outbox is None:
         parts.append("outbox unknown (lifecycle not answering)")
     elif result.outbox:
