@@ -7,7 +7,6 @@ out on `privacy.erasures.v1` through the outbox, so scoring and ingest learn eve
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, Table, delete, select
 from sqlalchemy.orm import Session
@@ -24,6 +23,7 @@ from services.lifecycle.tables import (
 )
 from shared import privacy
 from shared.events import STAGE_CHANGES, Erasure
+from shared.outbox import enqueue
 from shared.privacy import ErasureReport
 
 CONSUMER = "lifecycle"
@@ -62,16 +62,7 @@ def erase(session: Session, requested: Iterable[str], *, announce: bool) -> Eras
     remove(lifecycle_outbox, (box.topic == STAGE_CHANGES) & box.key.in_(sorted(ids)))
     publish = announce or bool(ids - asked)
     if publish:
-        message = privacy.erasure(ids, origin=CONSUMER)
-        session.execute(
-            lifecycle_outbox.insert(),
-            {
-                "topic": message.topic,
-                "key": message.key,
-                "payload": message.value.decode(),
-                "created_at": datetime.now(UTC),
-            },
-        )
+        enqueue(session, lifecycle_outbox, [privacy.erasure(ids, origin=CONSUMER)])
     return ErasureReport(ids=sorted(ids), deleted_rows=deleted, published=publish)
 
 

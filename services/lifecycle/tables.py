@@ -21,6 +21,7 @@ from sqlalchemy import (
 from services.lifecycle.attribution import MODELS
 from shared.db import UTCDateTime, metadata
 from shared.events import STAGE_CHANGES, Channel
+from shared.outbox import outbox_table
 
 ID = 255
 
@@ -131,13 +132,6 @@ lifecycle_funnel = Table(
     sqlite_with_rowid=False,
 )
 
-lifecycle_outbox = Table(
-    "lifecycle_outbox",
-    metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("key", String(ID), nullable=False),
-    Column("payload", Text, nullable=False),
-    Column("created_at", UTCDateTime(), nullable=False),
-    Column("topic", String(64), nullable=False, server_default=STAGE_CHANGES),
-    Column("claimed_until", UTCDateTime()),  # a SQLite relay is publishing the row until then
+lifecycle_outbox = outbox_table(
+    "lifecycle_outbox", metadata, key_length=ID, default_topic=STAGE_CHANGES
 )

@@ -1,165 +1,46 @@
-"""Scoring service (:8002): consumer of touchpoints.v1 plus scores, segments and the value model."""
+"""Scoring service (:8002): the routes for scores, segments and the value model, and the app."""
 
 from __future__ import annotations
 
 import json
-import logging
-import threading
 from collections import Counter
 from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from services.scoring import erasure, handlers, repository
+from services.scoring import erasure, handlers, queries, repository
 from services.scoring.btyd import FitError
 from services.scoring.counters import Counters
 from services.scoring.model import Models, customer_value, refit, validation, value_by_channel
 from services.scoring.repository import COUNTER_COLUMNS
 from services.scoring.rfm import RfmValues, rfm_scores, score
+from services.scoring.schemas import (
+    BgNbdParams,
+    ChannelValue,
+    CustomerScores,
+    CustomerValue,
+    FitAttempt,
+    GammaGammaParams,
+    ModelInfo,
+    Purchases,
+    RefitRequest,
+    Rfm,
+    Segments,
+    ValidationReport,
+    ValueByChannel,
+)
 from services.scoring.segments import SegmentMap
-from shared import privacy
+from services.scoring.workers import WORKERS
 from shared.api import ADMIN_ERRORS, READ_ERRORS, AdminAccess, IsoDate, ReadAccess
-from shared.kafka import BrokerUnavailable, Publisher
-from shared.privacy import ErasureReport, erasure_worker
-from shared.runtime import ConsumerService
+from shared.privacy import ErasureReport
 from shared.service_app import DbSession, WriteSession, create_consumer_app
 from shared.settings import Settings
 
-log = logging.getLogger(__name__)
 reads = APIRouter(prefix="/v1", dependencies=[ReadAccess], tags=["scores"], responses=READ_ERRORS)
 admin = APIRouter(prefix="/v1", dependencies=[AdminAccess], tags=["model"], responses=ADMIN_ERRORS)
-
-
-class Purchases(BaseModel):
-    first_purchase_at: datetime
-    last_purchase_at: datetime
-    orders: int
-    distinct_purchase_days: int
-    repeat_purchases: int
-    revenue_total: float
-    mean_repeat_spend: float
-
-
-class Rfm(BaseModel):
-    recency_days: int
-    frequency: int
-    monetary: float
-    r: int
-    f: int
-    m: int
-    segment: str
-
-
-class CustomerValue(BaseModel):
-    model_status: str  # fitted | not_fitted (no successful fit yet) | no_purchases
-    model_fitted_at: datetime | None
-    horizon_days: int
-    historical_value: float
-    p_alive: float | None
-    expected_purchases: float | None
-    expected_spend: float | None
-    predicted_clv: float | None
-
-
-class CustomerScores(BaseModel):
-    customer_id: str
-    as_of: date
-    first_seen: datetime
-    last_seen: datetime
-    event_count: int
-    last_channel: str
-    purchases: Purchases | None
-    rfm: Rfm | None
-    value: CustomerValue
-
-
-class BgNbdParams(BaseModel):
-    r: float
-    alpha: float
-    a: float
-    b: float
-    log_likelihood: float
-
-
-class GammaGammaParams(BaseModel):
-    p: float
-    q: float
-    gamma: float
-    log_likelihood: float
-
-
-class FitAttempt(BaseModel):
-    status: str  # fitted | failed
-    observation_end: date
-    fitted_at: datetime
-    fit_seconds: float
-    n_customers: int
-    n_repeat_buyers: int
-    data_from: date | None
-    error: str | None = Field(description="why the fit failed; null if it did not")
-
-
-class ModelInfo(FitAttempt):
-    """The model in use (the newest successful fit; else the newest attempt) and the newest
-    attempt, which may have failed."""
-
-    time_unit: str = "week"
-    bgnbd: BgNbdParams | None
-    gamma_gamma: GammaGammaParams | None
-    boundary: list[str] = Field(
-        description="limits the fit reached, e.g. 'r,alpha -> inf': no heterogeneity in the "
-        "purchase rate; the model predicts as that limit"
-    )
-    last_attempt: FitAttempt | None = None
-
-
-class TrackingWeek(BaseModel):
-    start: date
-    actual: int = Field(description="repeat purchases (distinct days) that week")
-    predicted: float
-    cumulative_actual: int
-    cumulative_predicted: float
-
-
-class HoldoutGroup(BaseModel):
-    label: str = Field(description="calibration repeat purchases (7+ for the last), or channel")
-    customers: int
-    actual: float = Field(description="mean holdout purchases per customer")
-    predicted: float
-
-
-class ValidationReport(BaseModel):
-    time_unit: str = "week"
-    calibration_end: date
-    holdout_end: date
-    holdout_weeks: float
-    bgnbd: BgNbdParams = Field(description="fitted on the calibration period")
-    boundary: list[str]
-    customers: int = Field(description="customers whose first purchase is in the calibration")
-    calibration_repeat_purchases: int
-    holdout_actual: int
-    holdout_predicted: float
-    weekly_mae: float = Field(description="mean |actual - predicted| per holdout week")
-    customer_mae: float = Field(description="mean |actual - predicted| holdout purchases")
-    weeks: list[TrackingWeek]
-    by_repeat_purchases: list[HoldoutGroup]
-    by_channel: list[HoldoutGroup]
-
-
-class RefitRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    observation_end: IsoDate | None = Field(default=None, description="YYYY-MM-DD")
-
-
-class Segments(BaseModel):
-    as_of: date
-    scored_customers: int
-    segments: dict[str, int]
 
 
 def _settings(request: Request) -> Settings:
@@ -183,7 +64,7 @@ def get_scores(
     horizon_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
 ) -> CustomerScores:
     settings = _settings(request)
-    row = repository.load_counters(session, customer_id)
+    row = queries.load_counters(session, customer_id)
     if row is None:
         raise HTTPException(404, detail=f"unknown customer {customer_id!r}")
     as_of = as_of or datetime.now(UTC).date()
@@ -203,10 +84,10 @@ def get_scores(
         )
         values = RfmValues.of(counters)
         assert values is not None
-        scores = rfm_scores(counters, *repository.population_position(session, values), as_of)
+        scores = rfm_scores(counters, *queries.population_position(session, values), as_of)
         assert scores is not None
         rfm = Rfm(**vars(scores), segment=_segments(request).segment(scores.r, scores.f))
-    model_row = repository.latest_model(session)
+    model_row = queries.latest_model(session)
     models = Models.of(model_row)
     value = customer_value(
         counters, models, as_of, horizon_days=horizon, margin=settings.clv_margin,
@@ -231,22 +112,6 @@ def get_scores(
     )
 
 
-class ChannelValue(BaseModel):
-    channel: str = Field(description="first-touch (acquisition) channel of the customer id")
-    customers: int
-    buyers: int
-    historical_value: float = Field(description="net revenue so far")
-    expected_purchases: float | None = Field(description="over the horizon; null: no model")
-    predicted_clv: float | None = Field(description="over the horizon; null: no model")
-
-
-class ValueByChannel(BaseModel):
-    as_of: date
-    horizon_days: int
-    model_status: str = Field(description="fitted or not_fitted")
-    channels: list[ChannelValue]
-
-
 @reads.get("/value/channels", response_model=ValueByChannel)
 def get_value_by_channel(
     request: Request,
@@ -256,11 +121,11 @@ def get_value_by_channel(
     """Customers, buyers, historical and predicted value per acquisition channel."""
     settings = _settings(request)
     horizon = horizon_days or settings.value_horizon_days
-    models = Models.of(repository.latest_model(session))
+    models = Models.of(queries.latest_model(session))
     as_of = datetime.now(UTC).date()
     rows = value_by_channel(
-        repository.customers_by_channel(session),
-        repository.buyers_by_channel(session),
+        queries.customers_by_channel(session),
+        queries.buyers_by_channel(session),
         models,
         as_of,
         horizon_days=horizon,
@@ -280,7 +145,7 @@ def get_segments(request: Request, session: DbSession) -> Segments:
     """Customers per RFM segment, over every scored customer."""
     # R and F histograms from the same rows as the cells, so the scores always match the cells:
     # separate reads could straddle a consumer's commit (SQLite reads outside a transaction).
-    cells = repository.rf_cells(session)
+    cells = queries.rf_cells(session)
     r_values: Counter[int] = Counter()
     f_values: Counter[int] = Counter()
     for day, orders, customers in cells:
@@ -331,15 +196,15 @@ def _model_info(row: Any, last: Any) -> ModelInfo:
 )
 def get_model(session: DbSession) -> ModelInfo:
     """The model predictions use, and the newest refit attempt (which may have failed)."""
-    last = repository.latest_attempt(session)
+    last = queries.latest_attempt(session)
     if last is None:
         raise HTTPException(404, detail="no model fitted yet: POST /v1/model/refit")
-    return _model_info(repository.latest_model(session) or last, last)
+    return _model_info(queries.latest_model(session) or last, last)
 
 
 def _within_data(session: Session, name: str, *days: date) -> tuple[date, date]:
     """The first purchase day and today; 400 unless every one of `days` lies between them."""
-    first, _ = repository.purchase_day_range(session)
+    first, _ = queries.purchase_day_range(session)
     today = datetime.now(UTC).date()
     if first is None:
         raise HTTPException(400, detail=f"{name}: no purchases yet")
@@ -361,7 +226,7 @@ def post_refit(
         _within_data(session, "observation_end", end)
     repository.save_model(session, refit(session, end or datetime.now(UTC).date()))
     session.flush()
-    row = repository.latest_attempt(session)
+    row = queries.latest_attempt(session)
     assert row is not None
     return _model_info(row, row)
 
@@ -396,37 +261,12 @@ def get_validation(
 
 
 @admin.delete("/customers/{customer_id}", response_model=ErasureReport)
-def erase_customer(customer_id: str, request: Request) -> ErasureReport:
+def erase_customer(customer_id: str, session: WriteSession) -> ErasureReport:
     """GDPR erasure of this id's scores and purchases; the id is suppressed here and the erasure
-    is published, so ingest rejects its events and lifecycle erases the customer it belongs to
-    (and passes every merged id back here). 503 if the broker is down: the local erasure stands,
-    call again. Prefer lifecycle's DELETE, which knows the merged ids from the start."""
-    service: ConsumerService = request.app.state.service
-    with service.sessions.begin() as session:
-        report = erasure.erase(session, [customer_id])
-    settings = service.settings
-    publisher = Publisher(
-        settings.kafka_bootstrap, client_id="scoring-erasure", timeout_s=settings.produce_timeout_s
-    )
-    try:
-        publisher.publish([privacy.erasure(report.ids, origin=erasure.CONSUMER)])
-    except BrokerUnavailable:
-        detail = "erased here, but the broker is unavailable to pass the erasure on; retry"
-        raise HTTPException(503, detail=detail, headers={"Retry-After": "5"}) from None
-    finally:
-        publisher.close()
-    return report.model_copy(update={"published": True})
-
-
-def scheduled_refit(service: ConsumerService, stop: threading.Event) -> None:
-    """Refit every `refit_interval_s` seconds (0 turns the schedule off)."""
-    interval = service.settings.refit_interval_s
-    while interval > 0 and not stop.wait(interval):
-        try:
-            with service.sessions.begin() as session:
-                repository.save_model(session, refit(session, datetime.now(UTC).date()))
-        except Exception:
-            log.exception("scheduled refit failed; will try again next interval")
+    is published through the outbox once committed, so ingest rejects its events and lifecycle
+    erases the customer it belongs to (and passes every merged id back here). Prefer lifecycle's
+    DELETE, which knows the merged ids from the start."""
+    return erasure.erase(session, [customer_id], announce=True)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -437,7 +277,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Touchline scoring",
         handler=handlers.apply,
         routers=[reads, admin],
-        workers=[scheduled_refit, erasure_worker(erasure.erase_from_topic)],
+        workers=WORKERS,
     )
     app.state.segments = SegmentMap.from_file()
     return app

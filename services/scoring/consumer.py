@@ -3,21 +3,15 @@
 import sys
 
 from services.scoring import handlers
-from services.scoring.erasure import erase_from_topic
+from services.scoring.workers import WORKERS
 from shared.logs import configure_logging
-from shared.privacy import erasure_worker
 from shared.runtime import ConsumerService, run_until_signalled
 from shared.settings import Settings
 
 
 def main() -> int:
     configure_logging("scoring-consumer")
-    service = ConsumerService(
-        Settings(),
-        name="scoring",
-        handler=handlers.apply,
-        workers=[erasure_worker(erase_from_topic)],
-    )
+    service = ConsumerService(Settings(), name="scoring", handler=handlers.apply, workers=WORKERS)
     return run_until_signalled(service)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from services.scoring import repository
+from services.scoring import queries
 from services.scoring.btyd import (
     BgNbd,
     FitError,
@@ -35,7 +35,7 @@ def summaries(session: Session, observation_end: date) -> tuple[np.ndarray, ...]
     up to `observation_end` (later purchases are ignored by the fit). Collected as C doubles, not
     lists of Python floats: at 1M customers that is 40 MB instead of 160 MB."""
     x, t_x, T, m, first_days = (array("d") for _ in range(5))
-    rows = repository.purchase_days(session, observation_end)
+    rows = queries.purchase_days(session, observation_end)
     for _, days in groupby(rows, key=lambda row: row.customer_id):
         history = list(days)
         first, last = history[0].day, history[-1].day
@@ -88,8 +88,8 @@ def refit(session: Session, observation_end: date) -> dict[str, Any]:
 def validation(session: Session, calibration_end: date, holdout_end: date) -> Validation:
     """Fit on the purchases up to `calibration_end` and compare with the holdout (the customers
     who first bought by then), per acquisition channel too."""
-    channels = repository.first_channels(session)
-    rows = repository.purchase_days(session, holdout_end)
+    channels = queries.first_channels(session)
+    rows = queries.purchase_days(session, holdout_end)
     histories = (
         (customer, [row.day for row in days])
         for customer, days in groupby(rows, key=lambda row: row.customer_id)

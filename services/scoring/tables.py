@@ -3,6 +3,8 @@
 from sqlalchemy import BigInteger, Column, Date, Float, Integer, String, Table, Text
 
 from shared.db import UTCDateTime, metadata
+from shared.events import ERASURES
+from shared.outbox import outbox_table
 
 scoring_customers = Table(
     "scoring_customers",
@@ -72,3 +74,6 @@ scoring_models = Table(
     Column("boundary", Text),  # JSON list of the limits the fit reached (services.scoring.btyd)
     Column("error", Text),  # why the fit failed; predictions keep the newest row without one
 )
+
+# Erasures scoring's API passes on, published by the relay after the commit (shared.outbox).
+scoring_outbox = outbox_table("scoring_outbox", metadata, key_length=255, default_topic=ERASURES)

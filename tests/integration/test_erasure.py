@@ -19,16 +19,16 @@ from services.ingest.api import create_app as ingest_app
 from services.lifecycle.api import create_app as lifecycle_app
 from services.lifecycle.consumer import WORKERS
 from services.lifecycle.handlers import build_engine
-from services.lifecycle.tables import lifecycle_outbox
+from services.lifecycle.tables import lifecycle_ids, lifecycle_outbox
 from services.scoring import handlers as scoring_handlers
 from services.scoring.api import create_app as scoring_app
-from services.scoring.erasure import erase_from_topic
-from services.scoring.tables import scoring_customers, scoring_population
+from services.scoring.tables import scoring_customers, scoring_outbox, scoring_population
+from services.scoring.workers import WORKERS as SCORING_WORKERS
 from shared.broker import EmbeddedBroker
 from shared.db import make_engine, metadata, processed_messages
-from shared.events import ERASURES, all_topics, dlq
+from shared.events import ERASURES, Erasure, all_topics, dlq
 from shared.kafka import OutgoingMessage, Publisher, ensure_topics
-from shared.privacy import erasure, erasure_worker, id_hash, suppressions
+from shared.privacy import erasure, id_hash, suppressions
 from shared.runtime import ConsumerService
 from tests.support.lifecycle import day, identify, order, touch
 from tests.support.pipeline import publish, read_topic, settings_for, wait_for
@@ -52,7 +52,7 @@ class Stack:
             settings,
             name="scoring",
             handler=scoring_handlers.apply,
-            workers=[erasure_worker(erase_from_topic)],
+            workers=SCORING_WORKERS,
         )
         for service in (self.lifecycle, self.scoring):
             service.start()
@@ -114,7 +114,10 @@ def scalar(db_url: str, query: Any) -> Any:
 
 
 def outbox_empty(db_url: str) -> bool:
-    return not scalar(db_url, select(func.count()).select_from(lifecycle_outbox))
+    return not any(
+        scalar(db_url, select(func.count()).select_from(box))
+        for box in (lifecycle_outbox, scoring_outbox)
+    )
 
 
 def test_erasure_leaves_nothing_and_suppresses_every_merged_id(
@@ -241,27 +244,27 @@ def test_scoring_delete_reaches_lifecycle_which_passes_the_merged_ids_back(
         assert anon not in everything(sqlite_url)
 
 
-def test_erasure_with_the_broker_down_is_a_clear_503_and_a_retry_completes_it(
+def test_scoring_erasure_waits_in_the_outbox_while_the_broker_is_down_and_goes_out_after(
     own_broker: EmbeddedBroker, sqlite_url: str
 ) -> None:
     with one_buyer(own_broker, sqlite_url) as (stack, user):
         own_broker.stop()
         try:
             down = stack.scoring_api.delete(f"/v1/customers/{user}", headers=ADMIN)
-            assert down.status_code == 503
-            assert down.headers["Retry-After"] == "5"
-            assert "retry" in down.json()["detail"]
+            assert down.status_code == 200, down.text
+            assert down.json()["published"] is True
+            mine = scoring_customers.c.customer_id == user
+            assert not scalar(sqlite_url, select(func.count()).where(mine))
+            # Committed with the local erasure, and still queued: the relay cannot publish it.
+            queued = scalar(sqlite_url, select(scoring_outbox.c.payload))
+            assert Erasure.model_validate_json(queued).ids == [user]
+            known = lifecycle_ids.c.id == user
+            assert scalar(sqlite_url, select(func.count()).select_from(lifecycle_ids).where(known))
         finally:
             own_broker.start()
             ensure_topics(own_broker.bootstrap, all_topics(), partitions=3)  # memory-only broker
-        # The client retries, as Retry-After says, until the erasure is passed on.
-        wait_for(
-            lambda: stack.scoring_api.delete(f"/v1/customers/{user}", headers=ADMIN).status_code,
-            lambda status: status == 200,
-            60,
-            "a retried erasure to be accepted",
-        )
-        # The erasure reached lifecycle: the customer is gone there too.
+        # The relay publishes it once the broker is back; lifecycle erases the customer too.
+        wait_for(lambda: outbox_empty(sqlite_url), bool, 60, "the outbox to be relayed")
         wait_for(lambda: user in everything(sqlite_url), lambda found: not found, 60, "erasure")
 
 

@@ -11,13 +11,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from services.lifecycle import erasure as lifecycle_erasure
-from services.lifecycle.outbox import BATCH, relay_once
 from services.lifecycle.tables import lifecycle_outbox
 from services.scoring import erasure as scoring_erasure
 from shared.broker import EmbeddedBroker
 from shared.db import make_engine
 from shared.events import ERASURES, STAGE_CHANGES, Erasure
 from shared.kafka import Publisher
+from shared.outbox import BATCH, relay_once
 from shared.privacy import SuppressionList, id_hash, republish_suppressions, suppressions
 from tests.support.lifecycle import day, touch
 from tests.support.pipeline import read_topic
@@ -48,7 +48,7 @@ def test_the_relay_publishes_an_erasure_ahead_of_a_stage_change_backlog(
                 ],
             )
             lifecycle_erasure.erase(session, [erased], announce=True)  # queued last
-        assert relay_once(db, publisher) == BATCH
+        assert relay_once(db, lifecycle_outbox, publisher) == BATCH
         with db() as session:
             left = session.scalars(select(lifecycle_outbox.c.topic)).all()
         assert ERASURES not in left and len(left) == backlog + 1 - BATCH

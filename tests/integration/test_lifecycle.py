@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.lifecycle.api import create_app
 from services.lifecycle.handlers import build_engine
-from services.lifecycle.outbox import relay, relay_once
+from services.lifecycle.outbox import relay
 from services.lifecycle.tables import lifecycle_customers, lifecycle_outbox
 from shared.broker import EmbeddedBroker
 from shared.events import STAGE_CHANGES, all_topics
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, ensure_topics
+from shared.outbox import relay_once
 from shared.runtime import ConsumerService
 from tests.support import cdnow_events
 from tests.support.cdnow import transactions
@@ -174,7 +175,7 @@ def test_transitions_wait_in_the_outbox_while_the_broker_is_down(
             own_broker.stop()
             feed(db, engine, [order(day(1), "o", 10, user=user)])
             with pytest.raises(BrokerUnavailable):
-                relay_once(db, publisher)
+                relay_once(db, lifecycle_outbox, publisher)
             with db() as session:  # rolled back: still queued
                 assert session.scalar(select(func.count()).select_from(lifecycle_outbox)) == 3
             own_broker.start()
@@ -214,7 +215,7 @@ def test_on_sqlite_a_relay_waiting_for_the_broker_blocks_no_other_writer(
 
     def relay_into_the_outage() -> None:
         try:
-            relay_once(db, publisher)
+            relay_once(db, lifecycle_outbox, publisher)
         except BrokerUnavailable as exc:
             failures.append(exc)
 
@@ -255,12 +256,12 @@ def test_on_sqlite_rows_claimed_by_a_relay_wait_for_its_lease(
             until = datetime.now(UTC) + timedelta(minutes=5)
             with db.begin() as session:
                 session.execute(update(lifecycle_outbox).values(claimed_until=until))
-            assert relay_once(db, publisher) == 0
+            assert relay_once(db, lifecycle_outbox, publisher) == 0
             with db.begin() as session:  # its lease ran out
                 session.execute(
                     update(lifecycle_outbox).values(claimed_until=until - timedelta(minutes=10))
                 )
-            assert relay_once(db, publisher) == claimed
+            assert relay_once(db, lifecycle_outbox, publisher) == claimed
             assert outbox_size(db) == 0
         finally:
             publisher.close()
@@ -268,7 +269,7 @@ def test_on_sqlite_rows_claimed_by_a_relay_wait_for_its_lease(
 
 def _relay(db: object, publisher: Publisher) -> int:
     try:
-        return relay_once(db, publisher)  # type: ignore[arg-type]
+        return relay_once(db, lifecycle_outbox, publisher)  # type: ignore[arg-type]
     except BrokerUnavailable:
         return -1
 
