@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
@@ -16,6 +15,16 @@ from services.lifecycle import dashboard, erasure, ops_api, repository
 from services.lifecycle.consumer import WORKERS
 from services.lifecycle.handlers import LifecycleEngine, UnknownCustomer, build_engine
 from services.lifecycle.journey import REACTIVATED, RESET, STAGE, decode_path
+from services.lifecycle.schemas import (
+    Counters,
+    Customer,
+    Journey,
+    JourneyStep,
+    PathTouch,
+    ResetRequest,
+    StageCount,
+    Stages,
+)
 from services.lifecycle.stages import status
 from services.lifecycle.tables import lifecycle_customers, lifecycle_transitions
 from shared.api import ADMIN_ERRORS, READ_ERRORS, AdminAccess, IsoDateTime, ReadAccess
@@ -32,72 +41,6 @@ AsOf = Annotated[
     IsoDateTime | None,
     Query(description="Answer as of this time (ISO 8601; default now)"),
 ]
-
-
-class Counters(BaseModel):
-    events: int
-    orders: int
-    revenue: float
-
-
-class Customer(BaseModel):
-    customer_id: str
-    known: bool = Field(description="identified by a userId")
-    ids: list[str] = Field(description="every id merged into this customer")
-    stage: str
-    stage_entered_at: datetime
-    status: str = Field(description="active, at_risk or lapsed as of `as_of`")
-    first_touch_channel: str
-    first_touch_at: datetime
-    last_touch_at: datetime
-    last_order_at: datetime | None
-    counters: Counters
-    as_of: datetime
-
-
-class PathTouch(BaseModel):
-    at: datetime
-    channel: str
-
-
-class JourneyStep(BaseModel):
-    id: str
-    kind: str = Field(description="stage, reactivated (a win-back) or reset (by an admin)")
-    from_stage: str | None
-    to_stage: str
-    at: datetime
-    channel: str | None
-    message_id: str | None
-    touch_path: list[PathTouch]
-    recorded_at: datetime
-    note: str | None
-
-
-class Journey(BaseModel):
-    customer_id: str
-    ids: list[str]
-    transitions: list[JourneyStep]
-
-
-class StageCount(BaseModel):
-    stage: str
-    customers: int = Field(description="customers in this stage now")
-    entered: int = Field(description="entries into this stage between since and until")
-
-
-class Stages(BaseModel):
-    as_of: datetime
-    since: datetime | None
-    until: datetime | None
-    stages: list[StageCount]
-    statuses: dict[str, int]
-
-
-class ResetRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    stage: str
-    note: str | None = Field(default=None, max_length=2000)
 
 
 def _engine(request: Request) -> LifecycleEngine:

@@ -8,11 +8,11 @@ from itertools import pairwise
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BaseModel, Field
 
 from services.lifecycle import conversion as sql
 from services.lifecycle.attribution import MODELS
 from services.lifecycle.handlers import LifecycleEngine
+from services.lifecycle.schemas import ChannelRow, CohortRow, Cohorts, ConversionReport, Funnel
 from shared.api import READ_ERRORS, IsoDateTime, ReadAccess
 from shared.service_app import DbSession
 from shared.settings import Settings
@@ -30,51 +30,6 @@ Lookback = Annotated[
     float | None,
     Query(gt=0, description="Touches this many days before a conversion get credit"),
 ]
-
-
-class ChannelRow(BaseModel):
-    channel: str = Field(description="web, email, mobile, social, other; `total` for all")
-    entered: int = Field(description="customers who entered `from` in the window")
-    converted: int = Field(description="of them, customers who entered `to` since")
-    rate: float | None = Field(description="converted / entered (null when none entered)")
-    median_seconds: float | None = Field(description="median time from `from` to `to`")
-    p90_seconds: float | None = Field(description="90th percentile (nearest rank)")
-    credited_conversions: float = Field(description="conversions credited to touches here")
-    credited_revenue: float = Field(description="credit x the converting order's amount")
-
-
-class ConversionReport(BaseModel):
-    from_stage: str
-    to_stage: str
-    model: str
-    lookback_days: float
-    since: datetime
-    until: datetime
-    channels: list[ChannelRow]
-    total: ChannelRow
-    unattributed: float = Field(description="conversions with no touch in the lookback window")
-
-
-class Funnel(BaseModel):
-    model: str
-    lookback_days: float
-    since: datetime
-    until: datetime
-    steps: list[ConversionReport]
-
-
-class CohortRow(BaseModel):
-    week: str = Field(description="Monday (UTC) of the week of the customers' first touch")
-    channel: str = Field(description="first-touch (acquisition) channel")
-    acquired: int
-    reached: dict[str, int] = Field(description="customers of the cohort who entered each stage")
-
-
-class Cohorts(BaseModel):
-    since: datetime
-    until: datetime
-    stages: list[str]
-    cohorts: list[CohortRow]
 
 
 def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
