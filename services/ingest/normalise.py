@@ -9,15 +9,15 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 from pydantic import ValidationError
 
 from services.ingest.channels import ChannelClassifier
-from shared.events import PURCHASE_EVENTS, Touchpoint
+from shared.events import PURCHASE_EVENTS, EventType, Touchpoint
 
-EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+EVENT_TYPES = frozenset(get_args(EventType))
 # Ids that SDKs and careless integrations send when they have none: never a real customer.
 JUNK_IDS = frozenset(
     {

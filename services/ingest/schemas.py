@@ -11,13 +11,15 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.events import EventType
+
 
 class SegmentCall(BaseModel):
     """One Segment call (track, identify, page, screen, group or alias)."""
 
     model_config = ConfigDict(extra="allow")
 
-    type: Literal["track", "identify", "page", "screen", "group", "alias"] | None = Field(
+    type: EventType | None = Field(
         default=None, description="Required inside a batch; implied by the route otherwise."
     )
     userId: str | None = None

@@ -7,6 +7,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.events import CHANNELS
+
 
 class Counters(BaseModel):
     events: int
@@ -75,7 +77,7 @@ class ResetRequest(BaseModel):
 
 
 class ChannelRow(BaseModel):
-    channel: str = Field(description="web, email, mobile, social, other; `total` for all")
+    channel: str = Field(description=f"{', '.join(CHANNELS)}; `total` for all")
     entered: int = Field(description="customers who entered `from` in the window")
     converted: int = Field(description="of them, customers who entered `to` since")
     rate: float | None = Field(description="converted / entered (null when none entered)")

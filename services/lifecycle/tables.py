@@ -4,8 +4,6 @@ Every row of a customer is keyed by its canonical customer id; `lifecycle_ids` m
 ever seen (userId, anonymousId, alias previousId) to it.
 """
 
-from typing import get_args
-
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -20,7 +18,7 @@ from sqlalchemy import (
 
 from services.lifecycle.attribution import MODELS
 from shared.db import UTCDateTime, metadata
-from shared.events import STAGE_CHANGES, Channel
+from shared.events import CHANNELS, STAGE_CHANGES
 from shared.outbox import outbox_table
 
 ID = 255
@@ -105,8 +103,6 @@ lifecycle_transitions = Table(
     Index(None, "customer_id", "at"),
     Index(None, "kind", "to_stage", "at"),
 )
-
-CHANNELS: tuple[str, ...] = get_args(Channel)
 
 
 def credit_column(model: str, channel: str) -> str:
