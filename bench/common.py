@@ -15,12 +15,12 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from shared.broker import EmbeddedBroker, free_port
 from shared.consumer_loop import Handler
 from shared.events import TOUCHPOINTS, Touchpoint, all_topics
 from shared.kafka import OutgoingMessage, Publisher, ensure_topics
 from shared.runtime import ConsumerService
 from shared.settings import Settings
+from touchline.broker import EmbeddedBroker, free_port
 
 TOUCHLINE = str(Path(sys.executable).parent / "touchline")
 

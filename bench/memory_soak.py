@@ -32,7 +32,7 @@ import orjson
 from bench.common import TOUCHLINE, Schedule, embedded_broker, rss_mb
 from bench.memory import processed
 from bench.payloads import batches
-from shared.broker import free_port
+from touchline.broker import free_port
 
 ROLES = ("broker", "ingest", "lifecycle", "scoring")
 

@@ -10,24 +10,11 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# The topic names, defined beside their configuration; imported from here as well.
+from shared.topics import ERASURES, REJECTED, STAGE_CHANGES, TOUCHPOINTS, all_topics, dlq  # noqa: F401
+
 if TYPE_CHECKING:
     from shared.kafka import Record
-
-TOUCHPOINTS = "touchpoints.v1"
-REJECTED = "touchpoints.rejected.v1"
-STAGE_CHANGES = "lifecycle.stage-changes.v1"
-ERASURES = "privacy.erasures.v1"  # GDPR erasures: every service erases, ingest suppresses
-# The erasures are the suppression list: compacted (every key is unique), never expired.
-TOPIC_CONFIGS = {ERASURES: {"cleanup.policy": "compact"}}
-
-
-def topic_configs(topic: str, *, min_insync_replicas: int | None = None) -> dict[str, str]:
-    """The configuration a new topic is created with (unset: the broker's defaults)."""
-    configs = dict(TOPIC_CONFIGS.get(topic, {}))
-    if min_insync_replicas is not None:
-        configs["min.insync.replicas"] = str(min_insync_replicas)
-    return configs
-
 
 # Segment e-commerce spec: the purchase events every consumer reads.
 ORDER_COMPLETED = "Order Completed"
@@ -37,17 +24,6 @@ PURCHASE_EVENTS = frozenset({ORDER_COMPLETED, ORDER_REFUNDED})
 CHANNELS = ("web", "email", "mobile", "social", "other")
 Channel = Literal["web", "email", "mobile", "social", "other"]
 EventType = Literal["track", "identify", "page", "screen", "group", "alias"]
-
-
-def dlq(topic: str) -> str:
-    """The dead-letter topic for poison messages read from `topic`."""
-    return f"{topic}.dlq"
-
-
-def all_topics() -> list[str]:
-    """Every topic the embedded stack creates, dead-letter topics included."""
-    main = [TOUCHPOINTS, REJECTED, STAGE_CHANGES, ERASURES]
-    return main + [dlq(t) for t in main]
 
 
 def _in_utc(value: datetime | None) -> datetime | None:

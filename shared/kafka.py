@@ -19,8 +19,8 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from shared.events import topic_configs
 from shared.settings import KafkaSecurity
+from shared.topics import topic_configs
 
 log = logging.getLogger(__name__)
 

@@ -21,18 +21,16 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, String, Table, delete, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import UTCDateTime, make_engine, metadata, processed_messages, upsert_into
 from shared.events import ERASURES, DeadLetter, Erasure, Touchpoint, dlq
-from shared.kafka import OutgoingMessage, Publisher, Subscription, TopicReader
-
-if TYPE_CHECKING:
-    from shared.runtime import ConsumerService, Worker
+from shared.kafka import OutgoingMessage, Publisher, Subscription
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -170,11 +168,25 @@ Eraser = Callable[[Session, Erasure], object]
 """A service's erasure of everything it holds for an erasure's ids (idempotent; never commits)."""
 
 
-def erasure_worker(erase: Eraser) -> Worker:
+class ErasureHost(Protocol):
+    """What the erasure worker uses of the consuming service that runs it (a ConsumerService)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+
+
+ErasureWorker = Callable[[ErasureHost, threading.Event], None]
+
+
+def erasure_worker(erase: Eraser) -> ErasureWorker:
     """A service worker applying `privacy.erasures.v1` in its own consumer group: one transaction
     per erasure, offsets committed after; unreadable messages go to the topic's dead letters."""
 
-    def run(service: ConsumerService, stop: threading.Event) -> None:
+    def run(service: ErasureHost, stop: threading.Event) -> None:
         settings = service.settings
         publisher = Publisher(
             settings.kafka_bootstrap,
@@ -199,7 +211,7 @@ def erasure_worker(erase: Eraser) -> Worker:
 
 
 def _apply_erasures(
-    service: ConsumerService, erase: Eraser, publisher: Publisher, stop: threading.Event
+    service: ErasureHost, erase: Eraser, publisher: Publisher, stop: threading.Event
 ) -> None:
     subscription = Subscription(
         service.settings.kafka_bootstrap,
@@ -223,66 +235,6 @@ def _apply_erasures(
             subscription.commit(records)
     finally:
         subscription.close()
-
-
-class SuppressionList:
-    """Ingest's view of every id ever erased: read from `privacy.erasures.v1` in a background
-    thread. `ready` once everything on the topic at start has been read."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self._bootstrap = bootstrap
-        self._hashes: set[str] = set()
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="suppressions", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set()
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        return self._ready.wait(timeout_s)
-
-    def suppressed(self, event: HasIds) -> bool:
-        if not self._hashes:  # nobody was ever erased: skip hashing the ids
-            return False
-        return any(id_hash(i) in self._hashes for i in event_ids(event))
-
-    def add(self, value: bytes) -> None:
-        try:
-            message = Erasure.model_validate_json(value)
-        except ValueError:
-            log.error("unreadable message on %s skipped", ERASURES)  # consumers dead-letter it
-            return
-        self._hashes.update(id_hash(i) for i in message.ids)
-        self._hashes.update(message.id_hashes)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                reader = TopicReader(self._bootstrap, ERASURES, client_id="ingest-suppressions")
-            except Exception as exc:
-                log.warning("cannot read %s yet: %s", ERASURES, type(exc).__name__)
-                self._stop.wait(1.0)
-                continue
-            try:
-                while not self._stop.is_set():
-                    for value in reader.poll(timeout_ms=200):
-                        self.add(value)
-                    if reader.caught_up():
-                        self._ready.set()
-            except Exception as exc:
-                log.warning("reading %s failed, reconnecting: %s", ERASURES, type(exc).__name__)
-                self._stop.wait(1.0)
-            finally:
-                reader.close()
 
 
 class ErasureReport(BaseModel):

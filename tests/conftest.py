@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.broker import EmbeddedBroker, free_port
 from shared.events import all_topics
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade
 from tests.support.postgres import PostgresCluster, find_pg_bin
+from touchline.broker import EmbeddedBroker, free_port
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -45,6 +45,7 @@ from services.ingest.schemas import (
     request_body,
 )
 from services.ingest.sdk_settings import cdn_settings, reached_at
+from services.ingest.suppressions import SuppressionList
 from services.ingest.timeouts import read_within
 from shared import metrics
 from shared.api import health_router
@@ -52,7 +53,6 @@ from shared.docs import serve_docs
 from shared.events import REJECTED, TOUCHPOINTS, RejectedEvent
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, broker_reachable
 from shared.logs import configure_logging
-from shared.privacy import SuppressionList
 from shared.runtime import tune_gc
 from shared.settings import Settings
 

@@ -9,8 +9,8 @@ from services.scoring import repository
 from services.scoring.counters import PurchaseBook
 from services.scoring.rfm import RfmValues, population_deltas
 from services.scoring.tables import scoring_customers
+from services.scoring.touch_summary import upsert_summaries
 from shared.events import ORDER_COMPLETED, Touchpoint
-from shared.touch_summary import upsert_summaries
 
 
 def apply_purchases(book: PurchaseBook, purchases: Sequence[Touchpoint]) -> None:

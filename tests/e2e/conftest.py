@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.broker import free_port
 from tests.support.pipeline import wait_for
+from touchline.broker import free_port
 
 TOUCHLINE = str(Path(sys.executable).parent / "touchline")
 

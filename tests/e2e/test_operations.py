@@ -23,10 +23,10 @@ import pytest
 
 from services.lifecycle.tables import lifecycle_customers
 from services.scoring.tables import scoring_customers
-from shared.broker import free_port
 from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY
 from tests.e2e.conftest import TOUCHLINE, Stack
 from tests.support.pipeline import events_per_customer, ready, wait_for
+from touchline.broker import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.broker import port_in_use
 from shared.settings import DEV_ADMIN_TOKEN, DEV_READ_TOKEN, DEV_WRITE_KEY
 from tests.e2e.conftest import TOUCHLINE, Stack
 from tests.support.pipeline import ready, wait_for
+from touchline.broker import port_in_use
 
 pytestmark = pytest.mark.e2e
 

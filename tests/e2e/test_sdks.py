@@ -25,10 +25,10 @@ import httpx
 import pytest
 from playwright.sync_api import Response, Route, sync_playwright
 
-from shared.broker import free_port
 from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY
 from tests.e2e.conftest import Stack
 from tests.support.pipeline import ready, wait_for
+from touchline.broker import free_port
 
 pytestmark = pytest.mark.e2e
 

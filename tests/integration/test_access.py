@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from services.lifecycle.api import create_app as lifecycle_app
 from services.scoring.api import create_app as scoring_app
-from shared.broker import EmbeddedBroker, free_port
 from shared.service_app import MAX_BODY_BYTES
 from tests.support.pipeline import settings_for
+from touchline.broker import EmbeddedBroker, free_port
 
 ADMIN_HEADERS = {"Authorization": "Bearer test-admin"}
 OPEN = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"}

@@ -25,8 +25,8 @@ from schemathesis.checks import (
 from services.ingest.api import create_app as ingest_app
 from services.lifecycle.api import create_app as lifecycle_app
 from services.scoring.api import create_app as scoring_app
-from shared.broker import EmbeddedBroker
 from tests.support.pipeline import settings_for
+from touchline.broker import EmbeddedBroker
 
 EXAMPLES = 20  # per operation and generation mode
 APPS: dict[str, Callable[..., FastAPI]] = {

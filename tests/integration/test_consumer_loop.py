@@ -19,7 +19,6 @@ from services.lifecycle.handlers import build_engine
 from services.lifecycle.tables import lifecycle_customers
 from services.scoring import handlers as scoring_handlers
 from services.scoring.tables import scoring_customers
-from shared.broker import EmbeddedBroker
 from shared.consumer_loop import Handler
 from shared.events import TOUCHPOINTS, DeadLetter, Touchpoint, dlq
 from shared.kafka import OutgoingMessage, Publisher, Subscription
@@ -33,6 +32,7 @@ from tests.support.pipeline import (
     total_events,
     wait_for,
 )
+from touchline.broker import EmbeddedBroker
 
 LIFECYCLE = build_engine(settings_for("unused:9092", "sqlite://")).apply
 

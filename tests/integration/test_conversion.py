@@ -20,10 +20,10 @@ from services.lifecycle.attribution import MODELS, credit
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.journey import decode_path
 from services.lifecycle.tables import lifecycle_orders, lifecycle_transitions
-from shared.broker import EmbeddedBroker, free_port
 from shared.migrate import downgrade, upgrade
 from tests.support.lifecycle import day, feed, order, sessions, touch
 from tests.support.pipeline import settings_for
+from touchline.broker import EmbeddedBroker, free_port
 
 ENGINE = build_engine(settings_for("unused:9092", "sqlite://"))
 AUTH = {"Authorization": "Bearer test-read"}

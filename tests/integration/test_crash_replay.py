@@ -16,13 +16,13 @@ from typing import Any
 
 from sqlalchemy import Engine, MetaData, func, select
 
-from shared.broker import EmbeddedBroker, free_port
 from shared.db import make_engine, processed_messages
 from shared.events import all_topics
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade
 from tests.support.pipeline import publish, settings_env, wait_for
 from tests.support.traffic import mixed_traffic
+from touchline.broker import EmbeddedBroker, free_port
 
 CONSUMERS = {"lifecycle": "services.lifecycle.consumer", "scoring": "services.scoring.consumer"}
 KILLS = 3  # per consumer

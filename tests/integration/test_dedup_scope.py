@@ -16,12 +16,12 @@ from services.lifecycle.handlers import build_engine
 from services.lifecycle.tables import lifecycle_customers
 from services.scoring import handlers as scoring_handlers
 from services.scoring.tables import scoring_customers
-from shared.broker import EmbeddedBroker
 from shared.consumer_loop import Handler
 from shared.db import make_engine
 from shared.events import Touchpoint
 from shared.runtime import ConsumerService
 from tests.support.pipeline import events_per_customer, publish, settings_for, wait_for
+from touchline.broker import EmbeddedBroker
 
 LIFECYCLE = build_engine(settings_for("unused:9092", "sqlite://")).apply
 START = datetime(2026, 3, 1, tzinfo=UTC)

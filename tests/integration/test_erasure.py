@@ -24,7 +24,6 @@ from services.scoring import handlers as scoring_handlers
 from services.scoring.api import create_app as scoring_app
 from services.scoring.tables import scoring_customers, scoring_outbox, scoring_population
 from services.scoring.workers import WORKERS as SCORING_WORKERS
-from shared.broker import EmbeddedBroker
 from shared.db import make_engine, metadata, processed_messages
 from shared.events import ERASURES, Erasure, all_topics, dlq
 from shared.kafka import OutgoingMessage, Publisher, ensure_topics
@@ -32,6 +31,7 @@ from shared.privacy import erasure, id_hash, suppressions
 from shared.runtime import ConsumerService
 from tests.support.lifecycle import day, identify, order, touch
 from tests.support.pipeline import publish, read_topic, settings_for, wait_for
+from touchline.broker import EmbeddedBroker
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 READ = {"Authorization": "Bearer test-read"}

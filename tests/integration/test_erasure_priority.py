@@ -10,17 +10,18 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
+from services.ingest.suppressions import SuppressionList
 from services.lifecycle import erasure as lifecycle_erasure
 from services.lifecycle.tables import lifecycle_outbox
 from services.scoring import erasure as scoring_erasure
-from shared.broker import EmbeddedBroker
 from shared.db import make_engine
 from shared.events import ERASURES, STAGE_CHANGES, Erasure
 from shared.kafka import Publisher
 from shared.outbox import BATCH, relay_once
-from shared.privacy import SuppressionList, id_hash, republish_suppressions, suppressions
+from shared.privacy import id_hash, republish_suppressions, suppressions
 from tests.support.lifecycle import day, touch
 from tests.support.pipeline import read_topic
+from touchline.broker import EmbeddedBroker
 
 
 def test_the_relay_publishes_an_erasure_ahead_of_a_stage_change_backlog(

@@ -20,13 +20,13 @@ from services.lifecycle.tables import lifecycle_customers
 from services.scoring import handlers as scoring_handlers
 from services.scoring.api import create_app as scoring_app
 from services.scoring.tables import scoring_customers
-from shared.broker import EmbeddedBroker
 from shared.db import make_engine
 from shared.events import TOUCHPOINTS, dlq
 from shared.kafka import OutgoingMessage, Publisher
 from shared.runtime import ConsumerService
 from tests.support import lifecycle as support
 from tests.support.pipeline import events_per_customer, read_topic, settings_for, wait_for
+from touchline.broker import EmbeddedBroker
 
 WRITE = ("test-key", "")
 READ = {"Authorization": "Bearer test-admin"}

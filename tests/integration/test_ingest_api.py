@@ -19,10 +19,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.ingest.api import create_app
-from shared.broker import EmbeddedBroker, free_port
 from shared.events import REJECTED, TOUCHPOINTS, RejectedEvent, Touchpoint, all_topics
 from shared.kafka import ensure_topics
 from tests.support.pipeline import read_topic, ready, settings_env, settings_for, wait_for
+from touchline.broker import EmbeddedBroker, free_port
 
 AUTH = ("test-key", "")
 TOUCHLINE = str(Path(sys.executable).parent / "touchline")

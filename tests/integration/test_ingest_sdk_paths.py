@@ -20,9 +20,9 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from services.ingest.api import create_app
-from shared.broker import EmbeddedBroker, free_port
 from shared.events import TOUCHPOINTS, Touchpoint
 from tests.support.pipeline import read_topic, ready, settings_for, wait_for
+from touchline.broker import EmbeddedBroker, free_port
 
 AUTH = ("test-key", "")
 KEYS = "test-key:web-site,app-key:ios-app"

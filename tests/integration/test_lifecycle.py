@@ -21,7 +21,6 @@ from services.lifecycle.api import create_app
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.outbox import relay
 from services.lifecycle.tables import lifecycle_customers, lifecycle_outbox
-from shared.broker import EmbeddedBroker
 from shared.events import STAGE_CHANGES, all_topics
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, ensure_topics
 from shared.outbox import relay_once
@@ -30,6 +29,7 @@ from tests.support import cdnow_events
 from tests.support.cdnow import transactions
 from tests.support.lifecycle import day, feed, identify, order, refund, sessions, touch
 from tests.support.pipeline import publish, read_topic, settings_for, wait_for
+from touchline.broker import EmbeddedBroker
 
 READ = {"Authorization": "Bearer test-read"}
 ADMIN = {"Authorization": "Bearer test-admin"}

@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.ingest.api import create_app as ingest_app
 from services.lifecycle.api import create_app as lifecycle_app
 from services.scoring.api import create_app as scoring_app
-from shared.broker import EmbeddedBroker
 from tests.support.pipeline import make_touchpoints, publish, settings_for, wait_for
+from touchline.broker import EmbeddedBroker
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -19,7 +19,6 @@ from services.ingest.api import create_app as ingest_app
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.tables import lifecycle_customers
 from shared.api import health_router
-from shared.broker import EmbeddedBroker
 from shared.consumer_loop import Handler
 from shared.events import Touchpoint, all_topics
 from shared.health import Check
@@ -27,6 +26,7 @@ from shared.kafka import ensure_topics
 from shared.metrics import LOG_LOST
 from shared.runtime import ConsumerService
 from tests.support.pipeline import make_touchpoints, publish, settings_for, total_events, wait_for
+from touchline.broker import EmbeddedBroker
 
 LIFECYCLE = build_engine(settings_for("unused:9092", "sqlite://")).apply
 DETECT_S = 5.0  # the promise: not ready within this long

@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 
 from services.scoring import handlers
 from services.scoring.api import create_app
-from shared.broker import EmbeddedBroker
 from shared.events import Touchpoint
 from shared.runtime import ConsumerService
 from tests.support import cdnow_events
 from tests.support.pipeline import publish, settings_for, wait_for
+from touchline.broker import EmbeddedBroker
 
 READ = {"Authorization": "Bearer test-read"}
 ADMIN = {"Authorization": "Bearer test-admin"}

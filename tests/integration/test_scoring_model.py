@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.broker import EmbeddedBroker
 from tests.integration.test_scoring import ADMIN, READ, drained, order, scoring
 from tests.support import cdnow_events
 from tests.support.cdnow import transactions
 from tests.support.pipeline import publish
+from touchline.broker import EmbeddedBroker
 
 
 def test_a_failed_refit_leaves_the_good_model_in_service(

@@ -17,8 +17,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shared.broker import EmbeddedBroker, free_port
 from tests.support.pipeline import ready, settings_env, wait_for
+from touchline.broker import EmbeddedBroker, free_port
 
 TOUCHLINE = str(Path(sys.executable).parent / "touchline")
 HEADER_TIMEOUT_S = 1.5

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from shared.broker import free_port, wait_for_port
+from touchline.broker import free_port, wait_for_port
 
 
 def find_pg_bin() -> Path | None:

@@ -10,8 +10,8 @@ import yaml
 from prometheus_client import REGISTRY
 
 import shared.metrics  # noqa: F401  (registers Touchline's metrics)
-from shared.cli import CONSUMERS, SERVICES
 from shared.settings import KafkaSecurity, Settings
+from touchline.cli import CONSUMERS, SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import stack
+from touchline import stack
 
 
 def test_up_without_the_embedded_extra_says_how_to_install_it(

@@ -5,8 +5,9 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from services.ingest.suppressions import SuppressionList
 from shared.events import Erasure
-from shared.privacy import SuppressionList, erasure, event_ids, id_hash, suppression_seed
+from shared.privacy import erasure, event_ids, id_hash, suppression_seed
 from tests.support.lifecycle import day, identify, touch
 
 

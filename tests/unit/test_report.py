@@ -1,6 +1,6 @@
 """`touchline report conversion`: the table it prints from a conversion API answer."""
 
-from services.lifecycle.report import duration, table
+from touchline.reports.conversion import duration, table
 
 
 def row(channel: str, entered: int, converted: int, credited: float) -> dict[str, object]:

@@ -7,9 +7,10 @@ from unittest import mock
 import pytest
 from pydantic import ValidationError
 
-from shared import cli, kafka
+from shared import kafka
 from shared.events import ERASURES, TOUCHPOINTS, all_topics
 from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY, Settings
+from touchline import cli
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.scoring.touch_summary import summarise
 from shared.events import Touchpoint
-from shared.touch_summary import summarise
 
 CHANNELS = ("web", "email", "mobile", "social", "other")
 START = datetime(2026, 1, 1, tzinfo=UTC)

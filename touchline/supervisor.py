@@ -16,11 +16,11 @@ from pathlib import Path
 
 import httpx
 
-from shared.broker import EmbeddedBroker, die_with_parent
 from shared.events import TOUCHPOINTS, all_topics
 from shared.kafka import BrokerUnavailable, consumer_groups, consumer_lags, ensure_topics
 from shared.privacy import republish_suppressions
 from shared.settings import Settings
+from touchline.broker import EmbeddedBroker, die_with_parent
 
 SERVICES = ("ingest", "lifecycle", "scoring")
 CONSUMERS = ("lifecycle", "scoring")

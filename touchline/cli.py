@@ -133,17 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     # Help, or URLs given as options: nothing to check here (those commands say what failed).
     asks_help = "-h" in argv or "--help" in argv or any("-url" in a for a in argv)
     if argv[:2] == ["report", "conversion"]:
-        from services.lifecycle.report import main as report
+        from touchline.reports.conversion import main as report
 
         if not asks_help and not stack_running("report", ("lifecycle",)):
             return 1
         return report(argv[2:])
     if argv[:2] == ["report", "value-validation"]:
-        from services.scoring.report import main as value_validation
+        from touchline.reports.value_validation import main as value_validation
 
         return value_validation(argv[2:])
     if argv[:1] == ["demo"]:
-        from shared.demo import main as demo
+        from touchline.demo import main as demo
 
         if not asks_help and not stack_running("demo", ("ingest", "lifecycle", "scoring")):
             return 1
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "up":
-        from shared.stack import up
+        from touchline.stack import up
 
         return up()
     if args.command == "serve":

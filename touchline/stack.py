@@ -15,11 +15,11 @@ from typing import IO
 
 import httpx
 
-from shared.broker import MissingEmbeddedBroker, broker_binary, port_in_use
 from shared.kafka import BrokerUnavailable
 from shared.migrate import upgrade
 from shared.settings import Settings
-from shared.supervisor import CONSUMERS, Child, DrainResult, Supervisor, describe, log_tail, say
+from touchline.broker import MissingEmbeddedBroker, broker_binary, port_in_use
+from touchline.supervisor import CONSUMERS, Child, DrainResult, Supervisor, describe, log_tail, say
 
 READY_TIMEOUT_S = 90.0
 

@@ -1,0 +1,1 @@
+"""The terminal reports of `touchline report`."""
