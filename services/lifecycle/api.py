@@ -25,7 +25,7 @@ from services.lifecycle.schemas import (
     StageCount,
     Stages,
 )
-from services.lifecycle.stages import status
+from services.lifecycle.stages import StatusRules, status
 from services.lifecycle.tables import lifecycle_customers, lifecycle_transitions
 from shared.api import ADMIN_ERRORS, READ_ERRORS, AdminAccess, IsoDateTime, ReadAccess
 from shared.privacy import ErasureReport
@@ -186,20 +186,26 @@ def _counts(rows: Iterable[Any]) -> dict[str, int]:
     return {name: count for name, count in rows}
 
 
-def _status_mix(session: Session, engine: LifecycleEngine, now: datetime) -> dict[str, int]:
-    """The status of every customer now, in SQL (the same thresholds as `stages.status`)."""
-    rules, c = engine.model.status, lifecycle_customers.c
+def status_in_sql(rules: StatusRules, now: datetime) -> Any:
+    """A customer row's status as of `now`, in SQL: the twin of `stages.status`, held to it by
+    tests/integration/test_sql_twins.py."""
+    c = lifecycle_customers.c
 
     def days_ago(days: int) -> datetime:
         return now - timedelta(days=days)
 
-    status_case: Any = case(
+    return case(
         (c.last_order_at < days_ago(rules.lapsed_after_days), "lapsed"),
         (c.last_order_at < days_ago(rules.at_risk_after_days), "at_risk"),
         (c.last_order_at.is_not(None), "active"),
         (c.last_touch_at < days_ago(rules.non_buyer_lapsed_after_days), "lapsed"),
         else_="active",
     )
+
+
+def _status_mix(session: Session, engine: LifecycleEngine, now: datetime) -> dict[str, int]:
+    """The status of every customer now, in SQL."""
+    status_case = status_in_sql(engine.model.status, now)
     counts = _counts(session.execute(select(status_case, func.count()).group_by(status_case)))
     return {name: counts.get(name, 0) for name in ("active", "at_risk", "lapsed")}
 
