@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import shutil
 import signal
 import sys
 import tempfile
+from typing import Any
 
-SERVICES = ("ingest", "lifecycle", "scoring")
-CONSUMERS = ("lifecycle", "scoring")
+from touchline.services import CONSUMERS, SERVICES, declaration
 
 
 def serve(name: str) -> int:
@@ -21,43 +20,41 @@ def serve(name: str) -> int:
     from shared.logs import configure_logging
     from shared.settings import Settings
 
+    spec = declaration(name)
     settings = Settings()
     configure_logging(name)
-    options = {
+    options: dict[str, Any] = {
         "host": settings.host,
-        "port": getattr(settings, f"{name}_port"),
+        "port": spec.port(settings),
         "log_config": None,
         "access_log": False,
         "timeout_graceful_shutdown": 10,
     }
-    if name == "ingest":  # SDKs and browsers: time out slow clients, bound connections per address
-        options["http"] = "shared.http_limits:GuardedHttpToolsProtocol"
-    if name == "ingest" and settings.ingest_workers > 1:
+    if spec.http_protocol:  # SDKs and browsers: time out slow clients, bound connections
+        options["http"] = spec.http_protocol
+    if spec.worker_app and spec.processes(settings) > 1:
         # Stateless: each worker process builds the app (and its logging) from the environment.
         # Their metrics go to files in one directory, which /metrics of any worker sums up.
-        metrics_dir = tempfile.mkdtemp(prefix="touchline-ingest-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix=f"touchline-{name}-metrics-")
         # `touchline up` asks every ingest process to drain (SIGUSR1): each worker handles it.
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         try:
-            uvicorn.run(
-                "services.ingest.api:worker_app",
-                factory=True,
-                workers=settings.ingest_workers,
-                **options,
-            )
+            uvicorn.run(spec.worker_app, factory=True, workers=spec.processes(settings), **options)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
         return 0
-    app = importlib.import_module(f"services.{name}.api").create_app(settings)
-    uvicorn.run(app, **options)
+    uvicorn.run(spec.create_app(settings), **options)
     return 0
 
 
 def consume(name: str) -> int:
-    module = importlib.import_module(f"services.{name}.consumer")
-    result: int = module.main()
-    return result
+    from shared.service import run_consumer
+
+    consumer = declaration(name).consumer
+    if consumer is None:
+        raise SystemExit(f"touchline consume: {name} has no consumer")
+    return run_consumer(consumer)
 
 
 def migrate() -> int:

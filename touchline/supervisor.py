@@ -21,9 +21,8 @@ from shared.kafka import BrokerUnavailable, consumer_groups, consumer_lags, ensu
 from shared.privacy import republish_suppressions
 from shared.settings import Settings
 from touchline.broker import EmbeddedBroker, die_with_parent
+from touchline.services import CONSUMERS, SERVICES
 
-SERVICES = ("ingest", "lifecycle", "scoring")
-CONSUMERS = ("lifecycle", "scoring")
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
 STEADY_S = 60.0  # a child that ran this long starts its backoff afresh

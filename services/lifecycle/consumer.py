@@ -1,27 +1,25 @@
-"""The lifecycle consumer, outbox relay and erasure worker without the HTTP API:
-`python -m services.lifecycle.consumer`."""
+"""The lifecycle consumer, outbox relay and erasure worker, with or without the HTTP API;
+without it: `touchline consume lifecycle` or `python -m services.lifecycle.consumer`."""
 
 import sys
 
 from services.lifecycle.erasure import erase_from_topic
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.outbox import relay
-from shared.logs import configure_logging
+from shared.consumer_loop import Handler
 from shared.privacy import erasure_worker
-from shared.runtime import ConsumerService, run_until_signalled
+from shared.runtime import Worker
+from shared.service import ConsumerSpec, run_consumer
 from shared.settings import Settings
 
-WORKERS = [relay, erasure_worker(erase_from_topic)]
+WORKERS: list[Worker] = [relay, erasure_worker(erase_from_topic)]
 
 
-def main() -> int:
-    configure_logging("lifecycle-consumer")
-    settings = Settings()
-    engine = build_engine(settings)
-    return run_until_signalled(
-        ConsumerService(settings, name="lifecycle", handler=engine.apply, workers=WORKERS)
-    )
+def handler(settings: Settings) -> Handler:
+    return build_engine(settings).apply
 
+
+CONSUMER = ConsumerSpec("lifecycle", handler=handler, workers=WORKERS)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_consumer(CONSUMER))

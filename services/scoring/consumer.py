@@ -1,19 +1,20 @@
-"""The scoring consumer without its HTTP API: `python -m services.scoring.consumer`."""
+"""The scoring consumer and its workers, with or without the HTTP API; without it:
+`touchline consume scoring` or `python -m services.scoring.consumer`."""
 
 import sys
 
 from services.scoring import handlers
 from services.scoring.workers import WORKERS
-from shared.logs import configure_logging
-from shared.runtime import ConsumerService, run_until_signalled
+from shared.consumer_loop import Handler
+from shared.service import ConsumerSpec, run_consumer
 from shared.settings import Settings
 
 
-def main() -> int:
-    configure_logging("scoring-consumer")
-    service = ConsumerService(Settings(), name="scoring", handler=handlers.apply, workers=WORKERS)
-    return run_until_signalled(service)
+def handler(settings: Settings) -> Handler:
+    return handlers.apply
 
+
+CONSUMER = ConsumerSpec("scoring", handler=handler, workers=WORKERS)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_consumer(CONSUMER))
