@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 from fastapi import FastAPI, Request
@@ -50,7 +50,7 @@ from services.ingest.timeouts import read_within
 from shared import metrics
 from shared.api import health_router
 from shared.docs import serve_docs
-from shared.events import REJECTED, TOUCHPOINTS, RejectedEvent
+from shared.events import REJECTED, TOUCHPOINTS, EventType, RejectedEvent
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, broker_reachable
 from shared.logs import configure_logging
 from shared.runtime import tune_gc
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
-SINGLE_CALLS = ("track", "identify", "page", "screen", "group", "alias")
+SINGLE_CALLS: tuple[EventType, ...] = get_args(EventType)
 SUPPRESSED = "events for this id are suppressed: the customer was erased"
 
 
