@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -21,8 +21,8 @@ ORDER_COMPLETED = "Order Completed"
 ORDER_REFUNDED = "Order Refunded"
 PURCHASE_EVENTS = frozenset({ORDER_COMPLETED, ORDER_REFUNDED})
 
-CHANNELS = ("web", "email", "mobile", "social", "other")
 Channel = Literal["web", "email", "mobile", "social", "other"]
+CHANNELS: tuple[Channel, ...] = get_args(Channel)
 EventType = Literal["track", "identify", "page", "screen", "group", "alias"]
 
 
