@@ -1,4 +1,5 @@
-# Touchline: `make up` runs the embedded stack, `make test` runs every check CI runs.
+# Touchline: `make up` runs the embedded stack, `make test` runs every check CI runs
+# (`make test-unit`, `test-integration`, `test-e2e`: one tier of the tests).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ BIN := $(VENV)/bin
 # The JavaScript SDKs of the SDK matrix (tests/e2e/test_sdks.py), at the versions in the lock file.
 SDKS := tests/sdks
 
-.PHONY: up demo test lint typecheck pytest bench clean system-deps
+.PHONY: up demo test test-unit test-integration test-e2e lint typecheck pytest bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,16 @@ typecheck: $(VENV)/.installed-test
 
 pytest: $(VENV)/.installed-test $(SDKS)/node_modules/.installed
 	$(BIN)/pytest
+
+# One tier at a time (markers set from the test's directory by tests/conftest.py).
+test-unit: $(VENV)/.installed-test
+	$(BIN)/pytest -m unit
+
+test-integration: $(VENV)/.installed-test system-deps
+	$(BIN)/pytest -m integration
+
+test-e2e: $(VENV)/.installed-test system-deps $(SDKS)/node_modules/.installed
+	$(BIN)/pytest -m e2e
 
 bench: $(VENV)/.installed-test system-deps
 	$(BIN)/python -m bench.run_all

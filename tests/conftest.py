@@ -17,6 +17,17 @@ from tests.support.postgres import PostgresCluster, find_pg_bin
 from touchline.broker import EmbeddedBroker, free_port
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+TIERS = ("unit", "integration", "e2e")  # tests/<tier>/: `make test-<tier>` selects by marker
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, the directory it lives in."""
+    tests = Path(__file__).parent
+    for item in items:
+        tier = item.path.relative_to(tests).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")
