@@ -191,7 +191,37 @@ class StageChange(BaseModel):
     recorded_at: datetime
 
     def to_json(self) -> bytes:
-        return self.model_dump_json(by_alias=True).encode()
+        return StageChange.encode(**self.model_dump(exclude={"schema_version"}))
+
+    @staticmethod
+    def encode(
+        *,
+        transition_id: str,
+        customer_id: str,
+        kind: str,
+        from_stage: str | None,
+        to_stage: str,
+        at: datetime,
+        channel: str | None,
+        message_id: str | None,
+        recorded_at: datetime,
+    ) -> bytes:
+        """The message's JSON without building the model: the lifecycle writes one per
+        transition, and validating each would cost more than the rest of its row."""
+        return orjson.dumps(
+            {
+                "schema": 1,
+                "transition_id": transition_id,
+                "customer_id": customer_id,
+                "kind": kind,
+                "from_stage": from_stage,
+                "to_stage": to_stage,
+                "at": at.isoformat(),
+                "channel": channel,
+                "message_id": message_id,
+                "recorded_at": recorded_at.isoformat(),
+            }
+        )
 
 
 _ID_HASH = re.compile("[0-9a-f]{32}")

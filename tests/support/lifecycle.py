@@ -11,11 +11,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.lifecycle import repository
+from services.lifecycle import queries
 from services.lifecycle.attribution import credits
+from services.lifecycle.fold import FunnelEntry
 from services.lifecycle.handlers import LifecycleEngine
 from services.lifecycle.journey import decode_path
-from services.lifecycle.repository import FunnelEntry, funnel_row
+from services.lifecycle.repository import funnel_row
 from services.lifecycle.tables import lifecycle_customers, lifecycle_funnel, lifecycle_orders
 from shared.db import dedup_scope, make_engine, make_session_factory, mark_processed
 from shared.events import Touchpoint
@@ -120,7 +121,7 @@ def feed(
 
 def state(session: Session, any_id: str) -> dict[str, Any] | None:
     """A customer's lifecycle row (minus bookkeeping), ids and transitions, found by any id."""
-    customer = repository.customer_of(session, any_id)
+    customer = queries.customer_of(session, any_id)
     if customer is None:
         return None
     row = session.execute(
@@ -129,11 +130,11 @@ def state(session: Session, any_id: str) -> dict[str, Any] | None:
     values = dict(row._mapping)
     del values["updated_at"]
     values["revenue"] = round(values["revenue"], 6)
-    values["ids"] = repository.ids_of(session, customer)
+    values["ids"] = queries.ids_of(session, customer)
     values["transitions"] = sorted(
         [
             (t.kind, t.from_stage, t.to_stage, t.at, t.message_id, t.channel, t.touch_path)
-            for t in repository.journey(session, customer)
+            for t in queries.journey(session, customer)
         ],
         key=lambda t: (t[3], t[0], t[2]),
     )
@@ -170,7 +171,7 @@ def derived_funnel(session: Session, customer: str) -> list[tuple[Any, ...]]:
             value=amounts.get(t.message_id, 0.0),
             credits=credits(decode_path(t.touch_path), t.at),
         )
-        for t in repository.journey(session, customer)
+        for t in queries.journey(session, customer)
         if t.kind == "stage" and (row.reset_at is None or t.at > row.reset_at)
     ]
     return sorted(
