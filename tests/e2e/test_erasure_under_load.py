@@ -37,7 +37,8 @@ EVENTS = ("Product Viewed", "Signed Up", "Order Completed", "Order Completed", "
 
 class Load:
     """One thread posting batches of 100 events to ingest, a new customer every five events (so
-    lifecycle queues stage changes all the while), counting what ingest accepted per customer."""
+    lifecycle queues stage changes all the while), counting what ingest accepted per customer.
+    A 429 (past the write key's rate limit) is retried after its Retry-After, as SDKs do."""
 
     def __init__(self, ingest: str, run: str, erased: str) -> None:
         self.url = f"{ingest}/v1/batch"
@@ -74,6 +75,9 @@ class Load:
             while not self.stop.is_set():
                 batch = self._batch(n)
                 answer = client.post(self.url, json={"batch": batch})
+                if answer.status_code == 429:  # the write key's rate limit: back off as SDKs do
+                    self.stop.wait(float(answer.headers["Retry-After"]))
+                    continue
                 if answer.status_code != 200 or answer.json()["rejected"]:
                     self.failure = f"{answer.status_code}: {answer.text[:300]}"
                     return
