@@ -221,7 +221,8 @@ def fold(rules: Rules, state: State, events: Sequence[Touchpoint]) -> tuple[Stat
 
 def touch_windows(rules: Rules, state: State, events: Sequence[Touchpoint]) -> dict[str, datetime]:
     """From when on each customer's touches are needed to fold `events` into `state` (the
-    absorbed customers of a merge under the customer they merge into). `state` is not changed."""
+    absorbed customers of a merge under the customer they merge into). `state` is not changed.
+    The events of customers outside `state.journeys` may be left out: they change no journey."""
     needed: dict[str, list[datetime]] = {}
     # Journeys' profiles copied: the recording fold changes only theirs.
     profiles = {c: replace(p) if c in state.journeys else p for c, p in state.profiles.items()}

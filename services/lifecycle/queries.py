@@ -55,7 +55,9 @@ def load(session: Session, rules: Rules, events: Sequence[Touchpoint]) -> State:
     journeys = fold.journeys(rules, scratch, profiles, owned, events)
     complete_profiles(session, [p for c, p in profiles.items() if c in journeys])
     state = State(graph, profiles, journeys, load_transitions(session, journeys))
-    state.touches = load_touches(session, fold.touch_windows(rules, state, events))
+    if journeys:  # only their customers' events can need a touch path
+        own = [e for e, owner in zip(events, owned, strict=True) if owner in journeys]
+        state.touches = load_touches(session, fold.touch_windows(rules, state, own))
     return state
 
 
