@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy.engine.base
 
 from bench.lifecycle import MIXES, populate, workload
-from services.lifecycle import handlers, repository
+from services.lifecycle import fold, handlers, queries, repository
 from shared import consumer_loop
 from shared.consumer_loop import ConsumerLoop
 from shared.db import Checkpointer, make_engine, make_session_factory
@@ -40,15 +40,18 @@ PHASES: list[tuple[Any, str, str]] = [
     (ConsumerLoop, "_apply", "transaction (all below)"),
     (consumer_loop, "mark_processed", "processed-message insert"),
     (handlers.LifecycleEngine, "apply", "engine"),
-    (repository, "lock_ids", "  ids and profiles read"),
-    (repository, "add_touches", "  touches written"),
-    (handlers.LifecycleEngine, "_update_journeys", "  journeys (all below)"),
-    (repository, "load_transitions", "    transitions read"),
-    (repository, "load_touches", "    touch paths read"),
+    (queries, "load", "  load (all below)"),
+    (queries, "lock_ids", "    ids and profiles read"),
+    (queries, "complete_profiles", "    orders and refunds read"),
+    (queries, "load_transitions", "    transitions read"),
+    (queries, "load_touches", "    touch paths read"),
+    (fold, "fold", "  fold"),
+    (repository, "write", "  write (all below)"),
+    (repository, "add_touches", "    touches written"),
     (repository, "add_transitions", "    transitions and outbox written"),
     (repository, "save_funnel", "    funnel rows written"),
-    (repository, "save_touched", "  touched profiles written"),
-    (repository, "save_profiles", "  whole profiles written"),
+    (repository, "save_touched", "    touched profiles written"),
+    (repository, "save_profiles", "    whole profiles written"),
     (sqlalchemy.engine.base.Connection, "_commit_impl", "commit"),
 ]
 
