@@ -239,6 +239,7 @@ class TopicReader:
             client_id=client_id,
             group_id=None,
             enable_auto_commit=False,
+            auto_offset_reset="earliest",  # a position the log no longer has: its start
             request_timeout_ms=10_000,
             **security(),
         )
@@ -258,6 +259,18 @@ class TopicReader:
             self._end = self._consumer.end_offsets(assigned)
         batches = self._consumer.poll(timeout_ms=timeout_ms)
         return [m.value for messages in batches.values() for m in messages]
+
+    def rewind_if_replaced(self) -> bool:
+        """Read from the start again when a partition ends before the position reached: the broker
+        restarted without its log, and the new one would be skipped. True if so."""
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return False
+        ends = self._consumer.end_offsets(assigned)
+        if all(self._consumer.position(tp) <= ends[tp] for tp in assigned):
+            return False
+        self._consumer.seek_to_beginning(*assigned)
+        return True
 
     def caught_up(self) -> bool:
         """True once everything that was on the topic when it was first read has been read."""

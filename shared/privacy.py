@@ -18,6 +18,7 @@ import functools
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -29,7 +30,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import UTCDateTime, make_engine, metadata, processed_messages, upsert_into
 from shared.events import ERASURES, DeadLetter, Erasure, Touchpoint, dlq
-from shared.kafka import OutgoingMessage, Publisher, Subscription
+from shared.kafka import (
+    BrokerUnavailable,
+    OutgoingMessage,
+    Publisher,
+    Subscription,
+    committed_offsets,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,7 @@ suppressions = Table(
 )
 
 SEED_CHUNK = 10_000  # id hashes per republished message: ~350 KB, under Kafka's 1 MB default
+LOSS_CHECK_S = 1.0  # how often the erasure reader asks whether the broker lost its offsets
 _LOCK_KEY = 7_541_893_201  # the advisory lock erasures and consumer batches share (PostgreSQL)
 
 
@@ -213,28 +221,54 @@ def erasure_worker(erase: Eraser) -> ErasureWorker:
 def _apply_erasures(
     service: ErasureHost, erase: Eraser, publisher: Publisher, stop: threading.Event
 ) -> None:
+    group = f"{service.name}-erasures"
+    bootstrap = service.settings.kafka_bootstrap
     subscription = Subscription(
-        service.settings.kafka_bootstrap,
-        group_id=f"{service.name}-erasures",
+        bootstrap,
+        group_id=group,
         topics=[ERASURES],
         max_poll_interval_ms=service.settings.max_poll_interval_ms,
     )
+    committed: dict[tuple[str, int], int] = {}  # what this member committed, per partition
+    checked_at = time.monotonic()
     try:
         while not stop.is_set():
+            if time.monotonic() - checked_at >= LOSS_CHECK_S:
+                checked_at = time.monotonic()
+                if log_lost(bootstrap, group, committed):
+                    # As THE loop does: positions past the start of the new log would skip the
+                    # erasures sent since; reading them again is harmless (erasing is idempotent).
+                    log.error("the broker lost %s's offsets: reading %s again", group, ERASURES)
+                    committed.clear()
+                    subscription.rewind_to_start()
             records = subscription.poll(max_records=100, timeout_ms=500)
             for record in records:
                 try:
                     message = Erasure.model_validate_json(record.value)
                 except ValueError as exc:
                     log.error("dead-lettering unreadable erasure at offset %d", record.offset)
-                    dead = DeadLetter.of(f"{service.name}-erasures", record, f"undecodable: {exc}")
+                    dead = DeadLetter.of(group, record, f"undecodable: {exc}")
                     publisher.publish([OutgoingMessage(dlq(ERASURES), dead.key, dead.to_json())])
                     continue
                 with service.sessions.begin() as session:
                     erase(session, message)
-            subscription.commit(records)
+            if subscription.commit(records):
+                for record in records:
+                    committed[(record.topic, record.partition)] = record.offset + 1
     finally:
         subscription.close()
+
+
+def log_lost(bootstrap: str, group: str, committed: dict[tuple[str, int], int]) -> bool:
+    """True when the broker no longer has offsets this member committed: an embedded broker that
+    restarted without its log (False while it does not answer)."""
+    if not any(committed.values()):
+        return False
+    try:
+        offsets = committed_offsets(bootstrap, group, timeout_s=LOSS_CHECK_S)
+    except BrokerUnavailable:
+        return False
+    return any(offset > 0 and tp not in offsets for tp, offset in committed.items())
 
 
 class ErasureReport(BaseModel):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from shared.events import ERASURES, Erasure
 from shared.kafka import TopicReader
-from shared.privacy import HasIds, event_ids, id_hash
+from shared.privacy import LOSS_CHECK_S, HasIds, event_ids, id_hash
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,16 @@ class SuppressionList:
                 self._stop.wait(1.0)
                 continue
             try:
+                checked_at = time.monotonic()
                 while not self._stop.is_set():
                     for value in reader.poll(timeout_ms=200):
                         self.add(value)
                     if reader.caught_up():
                         self._ready.set()
+                    if time.monotonic() - checked_at >= LOSS_CHECK_S:
+                        checked_at = time.monotonic()
+                        if reader.rewind_if_replaced():
+                            log.error("the broker lost %s: reading it again", ERASURES)
             except Exception as exc:
                 log.warning("reading %s failed, reconnecting: %s", ERASURES, type(exc).__name__)
                 self._stop.wait(1.0)
