@@ -128,6 +128,9 @@ class State:
     journeys: set[str] = field(default_factory=set)
     transitions: dict[str, list[Stored]] = field(default_factory=dict)
     touches: dict[str, list[TouchRow]] = field(default_factory=dict)
+    # Each event's customer when the batch was resolved on `ids` already (`queries.load` does,
+    # to know which profiles to read); otherwise the fold resolves it.
+    owners: list[str] | None = None
 
 
 @dataclass
@@ -221,12 +224,16 @@ def fold(rules: Rules, state: State, events: Sequence[Touchpoint]) -> tuple[Stat
 
 def touch_windows(rules: Rules, state: State, events: Sequence[Touchpoint]) -> dict[str, datetime]:
     """From when on each customer's touches are needed to fold `events` into `state` (the
-    absorbed customers of a merge under the customer they merge into). `state` is not changed.
-    The events of customers outside `state.journeys` may be left out: they change no journey."""
+    absorbed customers of a merge under the customer they merge into). `state` is not changed."""
     needed: dict[str, list[datetime]] = {}
     # Journeys' profiles copied: the recording fold changes only theirs.
     profiles = {c: replace(p) if c in state.journeys else p for c, p in state.profiles.items()}
-    scratch = replace(state, ids=copy_ids(state.ids), profiles=profiles)
+    if state.owners is None:
+        scratch = replace(state, ids=copy_ids(state.ids), profiles=profiles)
+    else:  # resolved: the fold only reads the graph, and others' events change no journey
+        own = [(e, o) for e, o in zip(events, state.owners, strict=True) if o in state.journeys]
+        events = [e for e, _ in own]
+        scratch = replace(state, profiles=profiles, owners=[o for _, o in own])
     _fold(rules, scratch, events, needed)
     return _windows(rules, scratch.ids, needed)
 
@@ -293,7 +300,7 @@ def _fold(
     if not events:
         return state, writes
     graph, profiles = state.ids, state.profiles
-    owned = owners(graph, events)
+    owned = owners(graph, events) if state.owners is None else state.owners
     merged = {into for _, into in graph.merges}
     needs_journey = state.journeys | merged | {a for a, _ in graph.merges}
     needs_journey |= {o for o in owned if o not in profiles}  # new customers
@@ -378,11 +385,13 @@ def _add_touches(state: State, graph: Identities, touches: Sequence[tuple[str, M
         rows = state.touches.pop(absorbed, None)
         if rows:
             state.touches.setdefault(graph.final(absorbed), []).extend(rows)
-    seen = {(c, at, m) for c, rows in state.touches.items() for at, m, _ in rows}
+    seen: dict[str, set[tuple[datetime, str]]] = {}
     for owner, mark in touches:
-        key = (owner, mark.at, mark.message_id)
-        if key not in seen:
-            seen.add(key)
+        keys = seen.get(owner)
+        if keys is None:
+            keys = seen[owner] = {(at, m) for at, m, _ in state.touches.get(owner, ())}
+        if (mark.at, mark.message_id) not in keys:
+            keys.add((mark.at, mark.message_id))
             state.touches.setdefault(owner, []).append((mark.at, mark.message_id, mark.channel))
 
 

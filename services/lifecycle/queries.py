@@ -44,20 +44,19 @@ def chunks(items: Iterable[Any]) -> Iterator[list[Any]]:
 
 def load(session: Session, rules: Rules, events: Sequence[Touchpoint]) -> State:
     """Everything folding `events` needs, in a few queries: the batch's ids (locked, the new
-    ones created), the profiles they name, and for the customers whose journey the batch
+    ones created) resolved, the profiles they name, and for the customers whose journey the batch
     recomputes their orders, refunds, transitions and the touches their paths need."""
     graph, read = lock_ids(session, fold.batch_ids(events))
-    scratch = fold.copy_ids(graph)
-    owned = fold.owners(scratch, events)
+    owned = fold.owners(graph, events)
     profiles = load_profiles(
-        session, set(owned) | {absorbed for absorbed, _ in scratch.merges}, read=read
+        session, set(owned) | {absorbed for absorbed, _ in graph.merges}, read=read
     )
-    journeys = fold.journeys(rules, scratch, profiles, owned, events)
+    journeys = fold.journeys(rules, graph, profiles, owned, events)
     complete_profiles(session, [p for c, p in profiles.items() if c in journeys])
-    state = State(graph, profiles, journeys, load_transitions(session, journeys))
-    if journeys:  # only their customers' events can need a touch path
-        own = [e for e, owner in zip(events, owned, strict=True) if owner in journeys]
-        state.touches = load_touches(session, fold.touch_windows(rules, state, own))
+    transitions = load_transitions(session, journeys)
+    state = State(graph, profiles, journeys, transitions, owners=owned)
+    if journeys:
+        state.touches = load_touches(session, fold.touch_windows(rules, state, events))
     return state
 
 

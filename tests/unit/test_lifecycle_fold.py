@@ -5,6 +5,7 @@ the same state (the pure twin of tests/integration/test_lifecycle_properties.py)
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import given, settings
@@ -231,6 +232,9 @@ def test_touch_windows_cover_every_path_the_fold_reads() -> None:
     state.journeys = fold.plan(RULES, state, batch)
     since = fold.touch_windows(RULES, state, batch)
     assert since == {"u": day(2) - RULES.lookback}
+    resolved = replace(state, ids=fold.copy_ids(state.ids))  # as queries.load passes it
+    resolved.owners = fold.owners(resolved.ids, batch)
+    assert fold.touch_windows(RULES, resolved, batch) == since
     assert state.profiles["u"].order_count == 0  # the windows' fold changed nothing
 
 
