@@ -13,8 +13,10 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from copy import copy
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from services.lifecycle.attribution import credits
 from services.lifecycle.identity import Identities
@@ -97,6 +99,11 @@ class NewTransition:
     note: str | None = None
     id: str = field(default_factory=_time_ordered_id)
 
+    @cached_property
+    def touch_path(self) -> str:
+        """The path as stored (encoded once: the row and the new state both need it)."""
+        return encode_path(self.path)
+
 
 @dataclass(frozen=True)
 class FunnelEntry:
@@ -141,7 +148,7 @@ class Writes:
     links: dict[str, str] = field(default_factory=dict)  # id -> its new customer
     touches: list[tuple[str, Mark]] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)  # transition ids
-    updates: list[tuple[str, Transition, Path]] = field(default_factory=list)
+    updates: list[tuple[str, Transition, str]] = field(default_factory=list)  # path as stored
     inserts: list[NewTransition] = field(default_factory=list)
     stale: list[tuple[str, str]] = field(default_factory=list)  # funnel rows to drop
     funnel: list[FunnelEntry] = field(default_factory=list)
@@ -227,7 +234,7 @@ def touch_windows(rules: Rules, state: State, events: Sequence[Touchpoint]) -> d
     absorbed customers of a merge under the customer they merge into). `state` is not changed."""
     needed: dict[str, list[datetime]] = {}
     # Journeys' profiles copied: the recording fold changes only theirs.
-    profiles = {c: replace(p) if c in state.journeys else p for c, p in state.profiles.items()}
+    profiles = {c: copy(p) if c in state.journeys else p for c, p in state.profiles.items()}
     if state.owners is None:
         scratch = replace(state, ids=copy_ids(state.ids), profiles=profiles)
     else:  # resolved: the fold only reads the graph, and others' events change no journey
@@ -250,7 +257,7 @@ def reset_windows(
     rules: Rules, state: State, customer: str, stage: str, now: datetime
 ) -> dict[str, datetime]:
     needed: dict[str, list[datetime]] = {}
-    scratch = replace(state, profiles={c: replace(p) for c, p in state.profiles.items()})
+    scratch = replace(state, profiles={c: copy(p) for c, p in state.profiles.items()})
     _reset(rules, scratch, customer, stage, now, None, needed)
     return _windows(rules, state.ids, needed)
 
@@ -389,15 +396,17 @@ def _add_touches(state: State, graph: Identities, touches: Sequence[tuple[str, M
     for owner, mark in touches:
         keys = seen.get(owner)
         if keys is None:
-            keys = seen[owner] = {(at, m) for at, m, _ in state.touches.get(owner, ())}
-        if (mark.at, mark.message_id) not in keys:
-            keys.add((mark.at, mark.message_id))
-            state.touches.setdefault(owner, []).append((mark.at, mark.message_id, mark.channel))
+            rows = state.touches.get(owner)
+            keys = seen[owner] = {(at, m) for at, m, _ in rows} if rows else set()
+        key = mark[:2]  # (at, message_id)
+        if key not in keys:
+            keys.add(key)
+            state.touches.setdefault(owner, []).append(mark)
 
 
 def _stored(new: NewTransition) -> Stored:
     t = new.transition
-    return Stored(new.id, t.kind, t.from_stage, t.to_stage, t.mark, encode_path(new.path))
+    return Stored(new.id, t.kind, t.from_stage, t.to_stage, t.mark, new.touch_path)
 
 
 def _apply(stored: Mapping[str, list[Stored]], writes: Writes) -> dict[str, list[Stored]]:
@@ -410,7 +419,7 @@ def _apply(stored: Mapping[str, list[Stored]], writes: Writes) -> dict[str, list
         for s in rows:
             if s.id in updated:
                 t, path = updated[s.id]
-                s = Stored(s.id, s.kind, t.from_stage, s.to_stage, t.mark, encode_path(path))
+                s = Stored(s.id, s.kind, t.from_stage, s.to_stage, t.mark, path)
             if s.id not in gone:
                 kept.append(s)
     for new in writes.inserts:
@@ -462,7 +471,7 @@ def _journeys(
         writes.stale += [(p.customer_id, stage) for stage in sorted(moved)]
         writes.funnel += _funnel(p, wanted[p.customer_id], own, change, moved)
         writes.inserts += [NewTransition(p.customer_id, t, path) for t, path in change.insert]
-        writes.updates += change.update
+        writes.updates += [(row_id, t, encode_path(path)) for row_id, t, path in change.update]
         writes.deletes += change.delete
         gone = set(change.delete) | {row_id for row_id, _, _ in change.update}
         times = [s.mark.at for s in own if s.id not in gone]

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from services.lifecycle import queries
 from services.lifecycle.attribution import MODELS
 from services.lifecycle.fold import FunnelEntry, NewTransition, Profile, Writes
-from services.lifecycle.journey import Path, Transition, encode_path
+from services.lifecycle.journey import Transition
 from services.lifecycle.queries import chunks
 from services.lifecycle.stages import Mark, Order, Refund
 from services.lifecycle.tables import (
@@ -287,7 +287,7 @@ def add_transitions(session: Session, new: Sequence[NewTransition], now: datetim
             "at": mark.at,
             "message_id": message_id,
             "channel": channel,
-            "touch_path": encode_path(item.path),
+            "touch_path": item.touch_path,
             "recorded_at": now,
             "note": item.note,
         }
@@ -322,7 +322,7 @@ def _count_when_committed(session: Session, counts: Counter[tuple[str, str, str]
     event.listen(session, "after_commit", count, once=True)
 
 
-def update_transitions(session: Session, changes: Sequence[tuple[str, Transition, Path]]) -> None:
+def update_transitions(session: Session, changes: Sequence[tuple[str, Transition, str]]) -> None:
     if changes:
         t = lifecycle_transitions
         session.execute(
@@ -342,7 +342,7 @@ def update_transitions(session: Session, changes: Sequence[tuple[str, Transition
                     "new_at": tr.mark.at,
                     "new_message": tr.mark.message_id,
                     "new_channel": tr.mark.channel,
-                    "new_path": encode_path(path),
+                    "new_path": path,
                 }
                 for row_id, tr, path in changes
             ],
