@@ -101,7 +101,7 @@ def test_ingest_suppresses_an_id_erased_right_after_the_broker_lost_its_log(
         restart_empty(own_broker)
         send(own_broker.bootstrap, ["after-crash"])
         wait_for(
-            lambda: suppressions.suppressed(Ids("after-crash")), bool, 60, "the id erased after"
+            lambda: suppressions.suppressed(Ids("after-crash")), bool, 120, "the id erased after"
         )
     finally:
         suppressions.stop()
