@@ -231,18 +231,21 @@ def fold(rules: Rules, state: State, events: Sequence[Touchpoint]) -> tuple[Stat
 
 def touch_windows(rules: Rules, state: State, events: Sequence[Touchpoint]) -> dict[str, datetime]:
     """From when on each customer's touches are needed to fold `events` into `state` (the
-    absorbed customers of a merge under the customer they merge into). `state` is not changed."""
+    absorbed customers of a merge under the customer they merge into). `state` is not changed.
+
+    Only customers with stored touches get one: stored journeys and those merged with one. A
+    customer new in the batch has none (its touches are the batch's), nor is a customer outside
+    the journeys changed by its events; so only the others' events are folded here again."""
     needed: dict[str, list[datetime]] = {}
-    # Journeys' profiles copied: the recording fold changes only theirs.
-    profiles = {c: copy(p) if c in state.journeys else p for c, p in state.profiles.items()}
-    if state.owners is None:
-        scratch = replace(state, ids=copy_ids(state.ids), profiles=profiles)
-    else:  # resolved: the fold only reads the graph, and others' events change no journey
-        own = [(e, o) for e, o in zip(events, state.owners, strict=True) if o in state.journeys]
-        events = [e for e, _ in own]
-        scratch = replace(state, profiles=profiles, owners=[o for _, o in own])
-    _fold(rules, scratch, events, needed)
-    return _windows(rules, scratch.ids, needed)
+    graph = copy_ids(state.ids) if state.owners is None else state.ids  # the fold only reads it
+    owned = owners(graph, events) if state.owners is None else state.owners
+    stored = {c for c in state.journeys if c in state.profiles}
+    stored |= {graph.final(absorbed) for absorbed, _ in graph.merges if absorbed in state.profiles}
+    own = [(e, o) for e, o in zip(events, owned, strict=True) if o in stored]
+    profiles = {c: copy(p) if c in stored else p for c, p in state.profiles.items()}
+    scratch = State(graph, profiles, stored, state.transitions, owners=[o for _, o in own])
+    _fold(rules, scratch, [e for e, _ in own], needed)
+    return _windows(rules, graph, needed)
 
 
 def reset(
