@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from copy import copy
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from functools import cached_property
 
 from services.lifecycle.attribution import credits
 from services.lifecycle.identity import Identities
@@ -98,11 +97,10 @@ class NewTransition:
     path: Path
     note: str | None = None
     id: str = field(default_factory=_time_ordered_id)
+    touch_path: str = field(init=False)  # the path as stored: the row and the new state need it
 
-    @cached_property
-    def touch_path(self) -> str:
-        """The path as stored (encoded once: the row and the new state both need it)."""
-        return encode_path(self.path)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "touch_path", encode_path(self.path))
 
 
 @dataclass(frozen=True)
@@ -427,7 +425,7 @@ def _apply(stored: Mapping[str, list[Stored]], writes: Writes) -> dict[str, list
                 kept.append(s)
     for new in writes.inserts:
         rows = result.setdefault(new.customer_id, [])
-        if all(s.id != new.id for s in rows):
+        if not rows or rows[-1].id != new.id:  # a reset's row is in `stored` already, last
             rows.append(_stored(new))
     return result
 
