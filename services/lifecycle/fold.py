@@ -166,19 +166,25 @@ def empty(ids: Iterable[str] = ()) -> State:
 
 
 def owners(graph: Identities, events: Sequence[Touchpoint]) -> list[str]:
-    """The customer each event ends up with once the batch's links and merges are made; ids the
-    graph has never seen become customers of their own (as `queries.lock_ids` stores them)."""
-    for i in batch_ids(events) - graph.customer_of.keys():
-        graph.customer_of[i] = i
+    """The customer each event ends up with once the batch's links and merges are made (every
+    id of the events is in the graph: `queries.lock_ids` or `resolve` put it there)."""
     resolved = [graph.resolve(e.user_id, e.anonymous_id, e.previous_id) for e in events]
     return [graph.final(o) for o in resolved]
+
+
+def resolve(graph: Identities, events: Sequence[Touchpoint]) -> list[str]:
+    """`owners`, with the ids the graph has never seen as customers of their own (as
+    `queries.lock_ids` stores them)."""
+    for i in batch_ids(events) - graph.customer_of.keys():
+        graph.customer_of[i] = i
+    return owners(graph, events)
 
 
 def plan(rules: Rules, state: State, events: Sequence[Touchpoint]) -> set[str]:
     """The customers whose journey folding `events` into `state` recomputes (what
     `queries.load` reads orders, refunds, transitions and touches for)."""
     graph = copy_ids(state.ids)
-    return journeys(rules, graph, state.profiles, owners(graph, events), events)
+    return journeys(rules, graph, state.profiles, resolve(graph, events), events)
 
 
 def copy_ids(graph: Identities) -> Identities:
@@ -236,7 +242,7 @@ def touch_windows(rules: Rules, state: State, events: Sequence[Touchpoint]) -> d
     the journeys changed by its events; so only the others' events are folded here again."""
     needed: dict[str, list[datetime]] = {}
     graph = copy_ids(state.ids) if state.owners is None else state.ids  # the fold only reads it
-    owned = owners(graph, events) if state.owners is None else state.owners
+    owned = resolve(graph, events) if state.owners is None else state.owners
     stored = {c for c in state.journeys if c in state.profiles}
     stored |= {graph.final(absorbed) for absorbed, _ in graph.merges if absorbed in state.profiles}
     own = [(e, o) for e, o in zip(events, owned, strict=True) if o in stored]
@@ -308,7 +314,7 @@ def _fold(
     if not events:
         return state, writes
     graph, profiles = state.ids, state.profiles
-    owned = owners(graph, events) if state.owners is None else state.owners
+    owned = resolve(graph, events) if state.owners is None else state.owners
     merged = {into for _, into in graph.merges}
     needs_journey = state.journeys | merged | {a for a, _ in graph.merges}
     needs_journey |= {o for o in owned if o not in profiles}  # new customers

@@ -233,7 +233,7 @@ def test_touch_windows_cover_every_path_the_fold_reads() -> None:
     since = fold.touch_windows(RULES, state, batch)
     assert since == {"u": day(2) - RULES.lookback}
     resolved = replace(state, ids=fold.copy_ids(state.ids))  # as queries.load passes it
-    resolved.owners = fold.owners(resolved.ids, batch)
+    resolved.owners = fold.resolve(resolved.ids, batch)
     assert fold.touch_windows(RULES, resolved, batch) == since
     assert state.profiles["u"].order_count == 0  # the windows' fold changed nothing
 
