@@ -5,6 +5,8 @@ Per batch: resolve the batch's ids -> merge anonymous profiles into known ones -
 event to its customer's facts -> for customers whose stage facts may move (`State.journeys`),
 derive the transitions the facts imply and the changes that make the stored journey match.
 Most events (a page view of a known customer) only move counters: no orders or journey read.
+The touches a journey's paths need are known only once its facts are: `touch_windows` folds the
+stored journeys' events once without paths to find them, for the loader to read.
 """
 
 from __future__ import annotations
@@ -136,6 +138,9 @@ class State:
     # Each event's customer when the batch was resolved on `ids` already (`queries.load` does,
     # to know which profiles to read); otherwise the fold resolves it.
     owners: list[str] | None = None
+    # The transitions each customer's facts implied when `touch_windows` folded them, kept for
+    # the fold to reuse while the facts are equal (it derives the same ones otherwise).
+    implied: dict[str, tuple[Facts, list[Transition]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -235,7 +240,8 @@ def fold(rules: Rules, state: State, events: Sequence[Touchpoint]) -> tuple[Stat
 
 def touch_windows(rules: Rules, state: State, events: Sequence[Touchpoint]) -> dict[str, datetime]:
     """From when on each customer's touches are needed to fold `events` into `state` (the
-    absorbed customers of a merge under the customer they merge into). `state` is not changed.
+    absorbed customers of a merge under the customer they merge into). `state` is not changed
+    but for its `implied` cache.
 
     Only customers with stored touches get one: stored journeys and those merged with one. A
     customer new in the batch has none (its touches are the batch's), nor is a customer outside
@@ -248,6 +254,7 @@ def touch_windows(rules: Rules, state: State, events: Sequence[Touchpoint]) -> d
     own = [(e, o) for e, o in zip(events, owned, strict=True) if o in stored]
     profiles = {c: copy(p) if c in stored else p for c, p in state.profiles.items()}
     scratch = State(graph, profiles, stored, state.transitions, owners=[o for _, o in own])
+    scratch.implied = state.implied
     _fold(rules, scratch, [e for e, _ in own], needed)
     return _windows(rules, graph, needed)
 
@@ -449,7 +456,15 @@ def _journeys(
 ) -> None:
     """Make each profile's stored transitions equal those its facts imply, with touch paths,
     and its funnel rows (conversion's view) equal its live stage entries."""
-    wanted = {p.customer_id: implied(rules.model, p.facts) for p in profiles}
+    wanted = {}
+    for p in profiles:
+        seen = state.implied.get(p.customer_id)
+        if seen is not None and seen[0] == p.facts:
+            wanted[p.customer_id] = seen[1]
+        else:
+            wanted[p.customer_id] = implied(rules.model, p.facts)
+            if record is not None:
+                state.implied[p.customer_id] = (p.facts, wanted[p.customer_id])
 
     def changes(p: Profile, path_of: Callable[[datetime], Path]) -> Changes:
         times = touched_at.get(p.customer_id, [])
