@@ -84,8 +84,9 @@ READY = Gauge(
     ["service", "check"],
 )
 OUTBOX_PENDING = Gauge(
-    "touchline_lifecycle_outbox_pending",
-    "Rows in lifecycle's outbox not yet published to the broker (as of the relay's last round)",
+    "touchline_outbox_pending",
+    "Rows in the service's outbox not yet published to the broker (as of the relay's last round)",
+    ["service"],
 )
 TRANSITIONS = Counter(
     "touchline_lifecycle_transitions",

@@ -30,7 +30,7 @@ STEADY_S = 60.0  # a child that ran this long starts its backoff afresh
 BROKER_RESTART_DELAY_S = 5.0
 STOP_TIMEOUT_S = 20.0
 PROGRESS_EVERY_S = 2.0
-OUTBOX_GAUGE = "touchline_lifecycle_outbox_pending"
+OUTBOX_GAUGE = "touchline_outbox_pending"
 
 
 def say(line: str) -> None:
@@ -60,7 +60,7 @@ class Child:
 @dataclass
 class DrainResult:
     left: dict[str, int] = field(default_factory=dict)  # consumer group -> events not applied
-    outbox: int | None = 0  # rows not yet published (None: lifecycle did not say)
+    outbox: int | None = 0  # outbox rows not yet published (None: a consumer service did not say)
 
     @property
     def clean(self) -> bool:
@@ -178,14 +178,19 @@ class Supervisor:
         return DrainResult(left, self._outbox_pending())
 
     def _outbox_pending(self) -> int | None:
-        try:
-            text = httpx.get(f"{self.children['lifecycle'].url}/metrics", timeout=2).text
-        except httpx.HTTPError:
-            return None
-        for line in text.splitlines():
-            if line.startswith(OUTBOX_GAUGE + " "):
-                return int(float(line.split()[1]))
-        return None
+        """Rows in every consumer service's outbox (None while one of them does not say)."""
+        total = 0
+        for name in CONSUMERS:
+            try:
+                text = httpx.get(f"{self.children[name].url}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                return None
+            prefix = f'{OUTBOX_GAUGE}{{service="{name}"}} '
+            rows = [line for line in text.splitlines() if line.startswith(prefix)]
+            if not rows:
+                return None
+            total += int(float(rows[0].removeprefix(prefix)))
+        return total
 
     def drain(self, deadline_s: float, hurry: Callable[[], bool]) -> DrainResult:
         """Wait until every accepted event is applied and the outbox relayed (twice in a row, half
@@ -243,7 +248,7 @@ def describe(result: DrainResult) -> str:
         if n
     ]
     if result.outbox is None:
-        parts.append("outbox unknown (lifecycle not answering)")
+        parts.append("outbox unknown (a consumer service not answering)")
     elif result.outbox:
-        parts.append(f"lifecycle outbox {result.outbox:,} rows not yet published")
+        parts.append(f"outboxes: {result.outbox:,} rows not yet published")
     return ", ".join(parts) or "nothing left"

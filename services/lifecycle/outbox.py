@@ -8,4 +8,4 @@ from services.lifecycle.tables import lifecycle_outbox
 from shared import metrics
 from shared.outbox import relay as relay_worker
 
-relay = relay_worker(lifecycle_outbox, metrics.OUTBOX_PENDING)
+relay = relay_worker(lifecycle_outbox, metrics.OUTBOX_PENDING.labels("lifecycle"))

@@ -11,6 +11,7 @@ from services.scoring import repository
 from services.scoring.erasure import erase_from_topic
 from services.scoring.model import refit
 from services.scoring.tables import scoring_outbox
+from shared import metrics
 from shared.outbox import relay
 from shared.privacy import erasure_worker
 from shared.runtime import ConsumerService, Worker
@@ -29,4 +30,8 @@ def scheduled_refit(service: ConsumerService, stop: threading.Event) -> None:
             log.exception("scheduled refit failed; will try again next interval")
 
 
-WORKERS: list[Worker] = [scheduled_refit, erasure_worker(erase_from_topic), relay(scoring_outbox)]
+WORKERS: list[Worker] = [
+    scheduled_refit,
+    erasure_worker(erase_from_topic),
+    relay(scoring_outbox, metrics.OUTBOX_PENDING.labels("scoring")),
+]

@@ -51,7 +51,8 @@ def batch(run: str, customers: int, per_customer: int, start: int) -> list[dict[
 
 
 class Sender:
-    """Posts batches to ingest and counts, per customer, the events it accepted (200)."""
+    """Posts batches to ingest and counts, per customer, the events it accepted (200); a 429 is
+    retried after its Retry-After."""
 
     def __init__(self, url: str, run: str) -> None:
         self.url = f"{url}/v1/batch"
@@ -63,6 +64,9 @@ class Sender:
 
     def send(self, client: httpx.Client, events: list[dict[str, object]]) -> int:
         answer = client.post(self.url, json={"batch": events}, auth=AUTH, timeout=60)
+        while answer.status_code == 429:  # past the write key's rate limit: back off as SDKs do
+            time.sleep(float(answer.headers["Retry-After"]))
+            answer = client.post(self.url, json={"batch": events}, auth=AUTH, timeout=60)
         with self._lock:
             self.statuses[answer.status_code] += 1
             if answer.status_code == 200:
