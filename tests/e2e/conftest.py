@@ -36,24 +36,40 @@ class Stack:
                 [TOUCHLINE, "up"], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
 
+    def start_and_wait(
+        self, what: str = "touchline up to print its banner"
+    ) -> subprocess.Popen[bytes]:
+        """Start `touchline up` (its output replaces the last run's) and wait for its banner."""
+        process = self.start()
+        try:
+            wait_for(
+                lambda: process.poll() is None and "Ctrl-C" in self.output.read_text(),
+                bool,
+                120,
+                what,
+            )
+        except BaseException:
+            stop(process, 120)
+            raise
+        return process
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """Ctrl-C the stack if it still runs; kill it if it is not gone within the timeout."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()  # its children get SIGTERM from the kernel (die_with_parent)
+            process.wait()
+
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[Stack, subprocess.Popen[bytes]]]:
     s = Stack(tmp_path)
-    process = s.start()
+    process = s.start_and_wait()
     try:
-        wait_for(
-            lambda: process.poll() is None and "Ctrl-C" in s.output.read_text(),
-            bool,
-            120,
-            "touchline up to print its banner",
-        )
         yield s, process
     finally:
-        if process.poll() is None:  # the test failed before its Ctrl-C: stop the stack cleanly
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()  # its children get SIGTERM from the kernel (die_with_parent)
-                process.wait()
+        stop(process)  # the test failed before its Ctrl-C: stop the stack cleanly

@@ -144,14 +144,9 @@ def test_erasure_reaches_ingest_within_2s_under_load_and_survives_a_restart(
 
     process.send_signal(signal.SIGINT)
     assert process.wait(120) == 0
-    restarted = s.start()  # the same data directory and ports; a fresh, empty broker
+    # The same data directory and ports; a fresh, empty broker.
+    restarted = s.start_and_wait("the restarted stack's banner")
     try:
-        wait_for(
-            lambda: restarted.poll() is None and "Ctrl-C" in s.output.read_text(),
-            bool,
-            120,
-            "the restarted stack's banner",
-        )
         assert ingest_answers() == 403
     finally:
         restarted.send_signal(signal.SIGINT)

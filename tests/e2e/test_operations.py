@@ -122,22 +122,6 @@ def all_ready(stack: Stack) -> bool:
     return all(ready(stack.url(name)) for name in ("INGEST", "LIFECYCLE", "SCORING"))
 
 
-def start(stack: Stack) -> subprocess.Popen[bytes]:
-    process = stack.start()  # its output replaces the last run's
-    try:
-        wait_for(
-            lambda: process.poll() is None and "Ctrl-C" in stack.output.read_text(),
-            bool,
-            120,
-            "touchline up to print its banner",
-        )
-    except AssertionError:
-        process.send_signal(signal.SIGINT)
-        process.wait(120)
-        raise
-    return process
-
-
 def test_ctrl_c_right_after_a_burst_applies_every_accepted_event_before_stopping(
     stack: tuple[Stack, subprocess.Popen[bytes]],
 ) -> None:
@@ -162,7 +146,7 @@ def test_ctrl_c_right_after_a_burst_applies_every_accepted_event_before_stopping
     assert "stopped cleanly: every accepted event was applied" in output
     assert sum(sender.accepted.values()) == 20_000
 
-    restarted = start(s)  # same data directory and ports
+    restarted = s.start_and_wait()  # same data directory and ports
     try:
         assert_all_applied_once(s, sender, 30)
         customer = next(iter(sender.accepted))
@@ -265,7 +249,7 @@ def test_a_stop_past_its_deadline_says_exactly_how_many_events_each_consumer_lef
 ) -> None:
     s = Stack(tmp_path)
     s.env["TOUCHLINE_STOP_DRAIN_TIMEOUT_S"] = "0"  # no time to drain at all
-    process = start(s)
+    process = s.start_and_wait()
     try:
         sender = Sender(s.url("INGEST"), uuid.uuid4().hex[:8])
         sender.burst(sender.batches(count=40, customers=250, per_customer=2))

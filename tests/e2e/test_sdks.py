@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ import pytest
 from playwright.sync_api import Response, Route, sync_playwright
 
 from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, stop
 from tests.support.pipeline import ready, wait_for
 from touchline.broker import free_port
 
@@ -120,24 +119,13 @@ def iso(at: datetime) -> str:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One `touchline up` for every client (each sends its own customer ids)."""
     s = Stack(tmp_path_factory.mktemp("sdks"))
-    process = s.start()
+    process = s.start_and_wait()
     try:
-        wait_for(
-            lambda: process.poll() is None and "Ctrl-C" in s.output.read_text(),
-            bool,
-            120,
-            "touchline up to print its banner",
-        )
         for name in ("INGEST", "LIFECYCLE", "SCORING"):
             wait_for(partial(ready, s.url(name)), bool, 60, f"{name} ready")
         yield s
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -332,17 +320,12 @@ def kotlin_upload(stack: Stack, visit: Visit) -> Sent:
     def streamed() -> Iterator[bytes]:
         yield from (compressed[i : i + 512] for i in range(0, len(compressed), 512))
 
-    response = httpx.post(
-        f"{stack.url('INGEST')}/v1/b",
-        content=streamed(),
-        headers={
-            "Content-Type": "text/plain",
-            "Content-Encoding": "gzip",
-            "User-Agent": "analytics-kotlin/1.24.1",
-        },
-        timeout=30,
-    )
-    return Sent(visit.anonymous_id, _http_errors(response))
+    headers = {
+        "Content-Type": "text/plain",
+        "Content-Encoding": "gzip",
+        "User-Agent": "analytics-kotlin/1.24.1",
+    }
+    return post_batch(stack, visit, streamed(), headers)
 
 
 def swift_upload(stack: Stack, visit: Visit) -> Sent:
@@ -354,15 +337,20 @@ def swift_upload(stack: Stack, visit: Visit) -> Sent:
     events = mobile_events(visit, {"name": "analytics-swift", "version": "1.9.4"})
     lines = ['{ "batch": [', *(("," if i else "") + json.dumps(e) for i, e in enumerate(events))]
     lines.append(f'],"sentAt":"{iso(datetime.now(UTC))}","writeKey":"{DEV_WRITE_KEY}"}}')
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        "User-Agent": "analytics-ios/1.9.4",
+        "Accept-Encoding": "gzip",
+    }
+    return post_batch(stack, visit, "".join(f"{line}\n" for line in lines).encode(), headers)
+
+
+def post_batch(
+    stack: Stack, visit: Visit, content: bytes | Iterator[bytes], headers: dict[str, str]
+) -> Sent:
+    """POST one mobile SDK's batch file to ingest's /v1/b as that SDK sends it."""
     response = httpx.post(
-        f"{stack.url('INGEST')}/v1/b",
-        content="".join(f"{line}\n" for line in lines).encode(),
-        headers={
-            "Content-Type": "application/json; charset=utf-8",
-            "User-Agent": "analytics-ios/1.9.4",
-            "Accept-Encoding": "gzip",
-        },
-        timeout=30,
+        f"{stack.url('INGEST')}/v1/b", content=content, headers=headers, timeout=30
     )
     return Sent(visit.anonymous_id, _http_errors(response))
 

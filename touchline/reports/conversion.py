@@ -9,13 +9,10 @@ stack) with a read token (`--token`, default TOUCHLINE_READ_TOKEN or the dev sta
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
-import httpx
-
 from services.lifecycle.attribution import MODELS
-from shared.settings import DEV_READ_TOKEN
+from touchline.reports import add_service_arguments, fetch
 
 
 def duration(seconds: float | None) -> str:
@@ -55,10 +52,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--since", help="entries from (ISO 8601; default 30 days ago)")
     parser.add_argument("--until", help="entries before (ISO 8601; default now)")
     parser.add_argument("--lookback-days", type=float)
-    parser.add_argument(
-        "--url", default=os.environ.get("TOUCHLINE_LIFECYCLE_URL", "http://127.0.0.1:8001")
-    )
-    parser.add_argument("--token", default=os.environ.get("TOUCHLINE_READ_TOKEN", DEV_READ_TOKEN))
+    add_service_arguments(parser, "lifecycle", "http://127.0.0.1:8001")
     args = parser.parse_args(argv)
     params = {
         "from": args.from_stage,
@@ -68,18 +62,8 @@ def main(argv: list[str]) -> int:
         "until": args.until,
         "lookback_days": args.lookback_days,
     }
-    try:
-        answer = httpx.get(
-            f"{args.url}/v1/conversion",
-            params={k: v for k, v in params.items() if v is not None},
-            headers={"Authorization": f"Bearer {args.token}"},
-            timeout=30,
-        )
-    except httpx.HTTPError as exc:
-        print(f"cannot reach the lifecycle service at {args.url}: {exc}")
+    report = fetch("lifecycle", args.url, "/v1/conversion", args.token, params, 30)
+    if report is None:
         return 1
-    if answer.status_code != 200:
-        print(f"lifecycle service answered {answer.status_code}: {answer.text}")
-        return 1
-    print(table(answer.json()))
+    print(table(report))
     return 0

@@ -7,12 +7,9 @@ terminal (GET /v1/model/validation of a running scoring service).
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
-import httpx
-
-from shared.settings import DEV_READ_TOKEN
+from touchline.reports import add_service_arguments, fetch
 
 
 def table(report: dict[str, Any]) -> str:
@@ -59,24 +56,11 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="touchline report value-validation", description=__doc__)
     parser.add_argument("--calibration-end", help="YYYY-MM-DD (default: halfway)")
     parser.add_argument("--holdout-end", help="YYYY-MM-DD (default: today)")
-    parser.add_argument(
-        "--url", default=os.environ.get("TOUCHLINE_SCORING_URL", "http://127.0.0.1:8002")
-    )
-    parser.add_argument("--token", default=os.environ.get("TOUCHLINE_READ_TOKEN", DEV_READ_TOKEN))
+    add_service_arguments(parser, "scoring", "http://127.0.0.1:8002")
     args = parser.parse_args(argv)
     params = {"calibration_end": args.calibration_end, "holdout_end": args.holdout_end}
-    try:
-        answer = httpx.get(
-            f"{args.url}/v1/model/validation",
-            params={k: v for k, v in params.items() if v is not None},
-            headers={"Authorization": f"Bearer {args.token}"},
-            timeout=300,
-        )
-    except httpx.HTTPError as exc:
-        print(f"cannot reach the scoring service at {args.url}: {exc}")
+    report = fetch("scoring", args.url, "/v1/model/validation", args.token, params, 300)
+    if report is None:
         return 1
-    if answer.status_code != 200:
-        print(f"scoring service answered {answer.status_code}: {answer.text}")
-        return 1
-    print(table(answer.json()))
+    print(table(report))
     return 0
