@@ -8,8 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import psycopg
 import pytest
@@ -22,29 +21,20 @@ from services.scoring.tables import scoring_customers
 from shared.consumer_loop import Handler
 from shared.events import TOUCHPOINTS, DeadLetter, Touchpoint, dlq
 from shared.kafka import OutgoingMessage, Publisher, Subscription
-from shared.runtime import ConsumerService
 from tests.support.pipeline import (
     events_per_customer,
     make_touchpoints,
     publish,
+    running,
     settings_env,
     settings_for,
     total_events,
     wait_for,
+    wait_until_applied,
 )
 from touchline.broker import EmbeddedBroker
 
 LIFECYCLE = build_engine(settings_for("unused:9092", "sqlite://")).apply
-
-
-@contextmanager
-def running(bootstrap: str, db_url: str, name: str, handler: Handler) -> Iterator[ConsumerService]:
-    service = ConsumerService(settings_for(bootstrap, db_url), name=name, handler=handler)
-    service.start()
-    try:
-        yield service
-    finally:
-        service.stop()
 
 
 def customers_of(events: Sequence[Touchpoint]) -> list[str]:
@@ -120,11 +110,8 @@ def test_sigkill_mid_batch_then_restart_loses_and_doubles_nothing(
     publish(own_broker.bootstrap, more)
     consumer = _start_consumer(own_broker.bootstrap, db_url)
     try:
-        wait_for(
-            lambda: total_events(db_url, lifecycle_customers, customers_of(more)),
-            lambda n: n == len(more),
-            60,
-            "the next events",
+        wait_until_applied(
+            db_url, lifecycle_customers, customers_of(more), len(more), 60, "the next events"
         )
         assert total_events(db_url, lifecycle_customers, ids) == len(events)
     finally:
@@ -210,11 +197,8 @@ def test_database_outage_stops_progress_then_recovers_without_loss(
     second = make_touchpoints(customers=10, per_customer=5)
     with running(own_broker.bootstrap, pg_url, "lifecycle", LIFECYCLE) as service:
         publish(own_broker.bootstrap, first)
-        wait_for(
-            lambda: total_events(pg_url, lifecycle_customers, customers_of(first)),
-            lambda n: n == len(first),
-            60,
-            "the first events",
+        wait_until_applied(
+            pg_url, lifecycle_customers, customers_of(first), len(first), 60, "the first events"
         )
         set_connections(False)
         try:
@@ -290,12 +274,7 @@ def test_two_instances_one_killed_its_partitions_move_and_nothing_is_lost_or_dou
         probe = make_touchpoints(customers=12, per_customer=1)
         publish(own_broker.bootstrap, probe)
         customers = customers_of(probe)
-        wait_for(
-            lambda: total_events(db_url, table, customers),
-            lambda n: n == len(probe),
-            60,
-            "a probe to be applied",
-        )
+        wait_until_applied(db_url, table, customers, len(probe), 60, "a probe to be applied")
         return 0 < len(a_applied() & set(customers)) < len(customers)
 
     per_customer = 40
@@ -308,12 +287,7 @@ def test_two_instances_one_killed_its_partitions_move_and_nothing_is_lost_or_dou
         with running(own_broker.bootstrap, db_url, name, handler):
             wait_for(partitions_split, bool, 90, "A and B to share the partitions")
             publish(own_broker.bootstrap, first)
-            wait_for(
-                lambda: total_events(db_url, table, customers),
-                lambda n: n == len(first),
-                60,
-                "the first events",
-            )
+            wait_until_applied(db_url, table, customers, len(first), 60, "the first events")
             b_customers = set(customers) - a_applied()
             assert b_customers, "B should own partitions"
             assert b_customers != set(customers), "A should own partitions"

@@ -5,8 +5,6 @@ once."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,25 +14,13 @@ from services.lifecycle.handlers import build_engine
 from services.lifecycle.tables import lifecycle_customers
 from services.scoring import handlers as scoring_handlers
 from services.scoring.tables import scoring_customers
-from shared.consumer_loop import Handler
 from shared.db import make_engine
 from shared.events import Touchpoint
-from shared.runtime import ConsumerService
-from tests.support.pipeline import events_per_customer, publish, settings_for, wait_for
+from tests.support.pipeline import events_per_customer, publish, running, settings_for, wait_for
 from touchline.broker import EmbeddedBroker
 
 LIFECYCLE = build_engine(settings_for("unused:9092", "sqlite://")).apply
 START = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-@contextmanager
-def running(bootstrap: str, db_url: str, name: str, handler: Handler) -> Iterator[ConsumerService]:
-    service = ConsumerService(settings_for(bootstrap, db_url), name=name, handler=handler)
-    service.start()
-    try:
-        yield service
-    finally:
-        service.stop()
 
 
 def event(

@@ -7,8 +7,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -19,28 +18,27 @@ from services.ingest.api import create_app as ingest_app
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.tables import lifecycle_customers
 from shared.api import health_router
-from shared.consumer_loop import Handler
 from shared.events import Touchpoint, all_topics
 from shared.health import Check
 from shared.kafka import ensure_topics
 from shared.metrics import LOG_LOST
 from shared.runtime import ConsumerService
-from tests.support.pipeline import make_touchpoints, publish, settings_for, total_events, wait_for
+from tests.support.pipeline import (
+    make_touchpoints,
+    publish,
+    running,
+    settings_for,
+    total_events,
+    wait_for,
+    wait_until_applied,
+)
 from touchline.broker import EmbeddedBroker
 
 LIFECYCLE = build_engine(settings_for("unused:9092", "sqlite://")).apply
 DETECT_S = 5.0  # the promise: not ready within this long
 
 
-@contextmanager
-def running(bootstrap: str, db_url: str, handler: Handler) -> Iterator[ConsumerService]:
-    settings = settings_for(bootstrap, db_url, consumer_stall_s=2.0)
-    service = ConsumerService(settings, name="lifecycle", handler=handler)
-    service.start()
-    try:
-        yield service
-    finally:
-        service.stop()
+STALL = {"consumer_stall_s": 2.0}  # a stuck handler is noticed quickly
 
 
 def is_ready(checks: dict[str, Check]) -> bool:
@@ -59,7 +57,7 @@ def not_ready_within(service: ConsumerService, check: str, what: str) -> tuple[s
 def test_a_locked_database_is_not_ready_within_5s_and_recovers(
     own_broker: EmbeddedBroker, sqlite_url: str
 ) -> None:
-    with running(own_broker.bootstrap, sqlite_url, LIFECYCLE) as service:
+    with running(own_broker.bootstrap, sqlite_url, "lifecycle", LIFECYCLE, **STALL) as service:
         wait_for(service.readiness, is_ready, 60, "ready")
         lock = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
         try:
@@ -74,11 +72,8 @@ def test_a_locked_database_is_not_ready_within_5s_and_recovers(
         publish(own_broker.bootstrap, events)
         wait_for(service.readiness, is_ready, 30, "ready again")
         customers = sorted({e.customer_key for e in events})
-        wait_for(
-            lambda: total_events(sqlite_url, lifecycle_customers, customers),
-            lambda n: n == len(events),
-            60,
-            "the events after the lock",
+        wait_until_applied(
+            sqlite_url, lifecycle_customers, customers, len(events), 60, "the events after the lock"
         )
 
 
@@ -88,13 +83,10 @@ def test_broker_gone_is_not_ready_within_5s_then_the_lost_log_is_reported(
     events = make_touchpoints(customers=5, per_customer=4)
     customers = sorted({e.customer_key for e in events})
     lost_before = LOG_LOST.labels("lifecycle")._value.get()
-    with running(own_broker.bootstrap, sqlite_url, LIFECYCLE) as service:
+    with running(own_broker.bootstrap, sqlite_url, "lifecycle", LIFECYCLE, **STALL) as service:
         publish(own_broker.bootstrap, events)
-        wait_for(
-            lambda: total_events(sqlite_url, lifecycle_customers, customers),
-            lambda n: n == len(events),
-            60,
-            "the first events",
+        wait_until_applied(
+            sqlite_url, lifecycle_customers, customers, len(events), 60, "the first events"
         )
         wait_for(service.readiness, is_ready, 30, "ready")
         own_broker.stop()
@@ -109,11 +101,11 @@ def test_broker_gone_is_not_ready_within_5s_then_the_lost_log_is_reported(
         notices = wait_for(lambda: service.health.notices, bool, 30, "the lost log noticed")
         assert "lost consumer group lifecycle's committed offsets" in notices[0]
         assert LOG_LOST.labels("lifecycle")._value.get() == lost_before + 1
-        wait_for(
-            lambda: total_events(
-                sqlite_url, lifecycle_customers, sorted({e.customer_key for e in later})
-            ),
-            lambda n: n == len(later),
+        wait_until_applied(
+            sqlite_url,
+            lifecycle_customers,
+            sorted({e.customer_key for e in later}),
+            len(later),
             90,
             "events on the new log applied",
         )
@@ -132,7 +124,7 @@ def test_a_stuck_consumer_with_lag_is_not_ready_and_recovers(
 
     events = make_touchpoints(customers=5, per_customer=4)
     customers = sorted({e.customer_key for e in events})
-    with running(own_broker.bootstrap, sqlite_url, stuck) as service:
+    with running(own_broker.bootstrap, sqlite_url, "lifecycle", stuck, **STALL) as service:
         wait_for(service.readiness, is_ready, 60, "ready")
         publish(own_broker.bootstrap, events)
         try:

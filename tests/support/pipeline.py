@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import httpx
 from sqlalchemy import Table, select
 
+from shared.consumer_loop import Handler
 from shared.db import make_engine
 from shared.events import TOUCHPOINTS, Touchpoint
 from shared.kafka import OutgoingMessage, Publisher, Record, Subscription
+from shared.runtime import ConsumerService
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -97,6 +100,34 @@ def events_per_customer(
 
 def total_events(database_url: str, table: Table, customers: Sequence[str]) -> int:
     return sum(events_per_customer(database_url, table, customers).values())
+
+
+def wait_until_applied(
+    database_url: str,
+    table: Table,
+    customers: Sequence[str],
+    count: int,
+    timeout_s: float,
+    what: str,
+) -> None:
+    """Poll until `table` counts exactly `count` events for `customers`."""
+    wait_for(
+        lambda: total_events(database_url, table, customers), lambda n: n == count, timeout_s, what
+    )
+
+
+@contextmanager
+def running(
+    bootstrap: str, database_url: str, name: str, handler: Handler, **overrides: object
+) -> Iterator[ConsumerService]:
+    """A real consumer service for the duration of the block, stopped after it."""
+    settings = settings_for(bootstrap, database_url, **overrides)
+    service = ConsumerService(settings, name=name, handler=handler)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 def wait_for(check: Callable[[], T], until: Callable[[T], bool], timeout_s: float, what: str) -> T:
