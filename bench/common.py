@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -23,6 +24,15 @@ from shared.settings import Settings
 from touchline.broker import EmbeddedBroker, free_port
 
 TOUCHLINE = str(Path(sys.executable).parent / "touchline")
+
+
+def drain_arguments(description: str | None, customers: str) -> argparse.Namespace:
+    """The drain benchmarks' command line: events, comma-separated customer counts, --postgres."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--customers", default=customers)
+    parser.add_argument("--postgres", action="store_true", help="also drain into PostgreSQL")
+    return parser.parse_args()
 
 
 @contextmanager

@@ -11,7 +11,6 @@ customers picked uniformly from the population, and new anonymous visitors who b
 
 from __future__ import annotations
 
-import argparse
 import random
 import tempfile
 import uuid
@@ -21,6 +20,7 @@ from typing import Any
 
 from bench.common import (
     consumer_drain,
+    drain_arguments,
     embedded_broker,
     postgres_cluster,
     publish_all,
@@ -161,11 +161,7 @@ def populate(database_url: str, customers: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--customers", default="10000,1000000")
-    parser.add_argument("--postgres", action="store_true", help="also drain into PostgreSQL")
-    args = parser.parse_args()
+    args = drain_arguments(__doc__, "10000,1000000")
     work = Path(tempfile.mkdtemp(prefix="touchline-bench-"))
     engine = build_engine(Settings(embedded=True, data_dir=work))
     with postgres_cluster(args.postgres) as cluster:

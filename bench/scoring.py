@@ -11,12 +11,12 @@
 
 from __future__ import annotations
 
-import argparse
 import random
 import tempfile
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from bench.common import (
     consumer_drain,
+    drain_arguments,
     embedded_broker,
     percentile,
     postgres_cluster,
@@ -51,33 +52,31 @@ def purchase_events(count: int, customers: int, purchase_share: float = 1.0) -> 
     for n in range(count):
         customer = f"c{rng.randrange(customers)}"
         at = start + timedelta(days=rng.randrange(365), minutes=rng.randrange(600))
+        # A web touch by `customer` at `at` with these fields.
+        web = partial(
+            Touchpoint,
+            user_id=customer,
+            channel="web",
+            source="bench",
+            timestamp=at,
+            received_at=at,
+        )
         if rng.random() >= purchase_share:
+            page = {"path": "/pricing", "url": "https://shop.example.com/pricing"}
             events.append(
-                Touchpoint(
+                web(
                     message_id=random_uuid(ids),
                     type="page",
                     event="Pricing",
-                    user_id=customer,
-                    channel="web",
-                    source="bench",
-                    timestamp=at,
-                    received_at=at,
-                    context={
-                        "page": {"path": "/pricing", "url": "https://shop.example.com/pricing"}
-                    },
+                    context={"page": page},
                 )
             )
             continue
         events.append(
-            Touchpoint(
+            web(
                 message_id=random_uuid(ids),
                 type="track",
                 event="Order Completed",
-                user_id=customer,
-                channel="web",
-                source="bench",
-                timestamp=at,
-                received_at=at,
                 properties={"order_id": f"o{n}", "revenue": 25.0},
                 revenue=round(rng.uniform(5, 200), 2),
                 currency="USD",
@@ -183,11 +182,7 @@ def drain_all(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--customers", default="100000,1000000")
-    parser.add_argument("--postgres", action="store_true", help="also drain into PostgreSQL")
-    args = parser.parse_args()
+    args = drain_arguments(__doc__, "100000,1000000")
     work = Path(tempfile.mkdtemp(prefix="touchline-bench-"))
 
     workloads = {
