@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from services.lifecycle.api import create_app as lifecycle_app
 from services.scoring.api import create_app as scoring_app
 from shared.service_app import MAX_BODY_BYTES
+from tests.support.apps import api_client
 from tests.support.pipeline import settings_for
 from touchline.broker import EmbeddedBroker, free_port
 
@@ -26,7 +27,6 @@ ADMIN_ONLY = {
     },
     "scoring": {("POST", "/v1/model/refit"), ("DELETE", "/v1/customers/{customer_id}")},
 }
-APPS: dict[str, Callable[..., FastAPI]] = {"lifecycle": lifecycle_app, "scoring": scoring_app}
 
 
 def routes(app: FastAPI) -> list[tuple[str, str]]:
@@ -45,9 +45,7 @@ def call(client: TestClient, method: str, path: str, token: str | None) -> Any:
 def test_every_route_needs_the_right_token(
     service: str, broker: EmbeddedBroker, sqlite_url: str
 ) -> None:
-    settings = settings_for(broker.bootstrap, sqlite_url, run_consumer=False)
-    app = APPS[service](settings)
-    with TestClient(app) as client:
+    with api_client(service, broker.bootstrap, sqlite_url) as (app, client):
         all_routes = routes(app)
         protected = [
             (m, p) for m, p in all_routes if p not in OPEN and not p.startswith("/dashboard")
@@ -76,9 +74,8 @@ def test_request_bodies_are_capped_before_parsing(
     service: str, broker: EmbeddedBroker, sqlite_url: str
 ) -> None:
     path = {"lifecycle": "/v1/customers/x/reset", "scoring": "/v1/model/refit"}[service]
-    settings = settings_for(broker.bootstrap, sqlite_url, run_consumer=False)
     big = b'{"note": "' + b"x" * MAX_BODY_BYTES + b'"}'
-    with TestClient(APPS[service](settings)) as client:
+    with api_client(service, broker.bootstrap, sqlite_url) as (_, client):
         # Declared too large: refused before any of it is read, token or not.
         declared = client.post(path, content=big, headers={"Content-Type": "application/json"})
         assert declared.status_code == 413

@@ -6,11 +6,9 @@ body and content type as declared)."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 
 import pytest
 import schemathesis
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -22,18 +20,11 @@ from schemathesis.checks import (
     positive_data_acceptance,
 )
 
-from services.ingest.api import create_app as ingest_app
-from services.lifecycle.api import create_app as lifecycle_app
-from services.scoring.api import create_app as scoring_app
-from tests.support.pipeline import settings_for
+from tests.support.apps import api_client
 from touchline.broker import EmbeddedBroker
+from touchline.services import SERVICES
 
 EXAMPLES = 20  # per operation and generation mode
-APPS: dict[str, Callable[..., FastAPI]] = {
-    "ingest": ingest_app,
-    "lifecycle": lifecycle_app,
-    "scoring": scoring_app,
-}
 # Every schemathesis check but these: "schema-valid data is accepted" (rules the schema cannot
 # say, such as a call needing userId or anonymousId or a stage being in the stage model, answer
 # 400), "generated credentials are refused" (every request here carries a valid token;
@@ -64,13 +55,11 @@ def exercise(client: TestClient, case: Case, excluded: list[CheckFunction]) -> N
 # `random` through kafka-python while hypothesis draws a case, which it takes for a strategy
 # using `random`; no strategy here does.
 @pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
-@pytest.mark.parametrize("service", sorted(APPS))
+@pytest.mark.parametrize("service", sorted(SERVICES))
 def test_generated_requests_get_no_5xx_and_answers_match_the_schema(
     service: str, broker: EmbeddedBroker, sqlite_url: str
 ) -> None:
-    settings_ = settings_for(broker.bootstrap, sqlite_url, run_consumer=False)
-    app = APPS[service](settings_)
-    with TestClient(app) as client:
+    with api_client(service, broker.bootstrap, sqlite_url) as (app, client):
         schema = schemathesis.openapi.from_dict(app.openapi())
         operations = [
             result.ok()

@@ -25,8 +25,7 @@ from services.lifecycle.tables import lifecycle_customers
 from services.scoring import handlers as scoring_handlers
 from services.scoring.tables import scoring_customers
 from shared.events import Touchpoint
-from shared.migrate import upgrade
-from tests.support.lifecycle import sessions
+from tests.support.lifecycle import migrated_sessions
 from tests.support.pipeline import settings_for
 
 LIFECYCLE = build_engine(settings_for("unused:9092", "sqlite://"))
@@ -36,9 +35,7 @@ RECEIVED = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sessionmaker[Session]]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('ingest-props') / 'touchline.db'}"
-    upgrade(url)
-    with sessions(url) as factory:
+    with migrated_sessions(tmp_path_factory.mktemp("ingest-props")) as factory:
         yield factory
 
 

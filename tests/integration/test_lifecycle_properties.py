@@ -17,13 +17,12 @@ from services.lifecycle import repository
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.stages import status
 from shared.events import Touchpoint
-from shared.migrate import upgrade
 from tests.support.lifecycle import (
     day,
     derived_funnel,
     feed,
     funnel_rows,
-    sessions,
+    migrated_sessions,
     state,
     touch,
 )
@@ -35,9 +34,7 @@ CHANNELS = ("web", "email", "mobile", "social", "other")
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sessionmaker[Session]]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('props') / 'touchline.db'}"
-    upgrade(url)
-    with sessions(url) as factory:
+    with migrated_sessions(tmp_path_factory.mktemp("props")) as factory:
         yield factory
 
 

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -20,6 +21,7 @@ from services.lifecycle.repository import funnel_row
 from services.lifecycle.tables import lifecycle_customers, lifecycle_funnel, lifecycle_orders
 from shared.db import dedup_scope, make_engine, make_session_factory, mark_processed
 from shared.events import Touchpoint
+from shared.migrate import upgrade
 from shared.privacy import id_hash
 
 T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
@@ -102,6 +104,15 @@ def sessions(url: str) -> Iterator[sessionmaker[Session]]:
         yield make_session_factory(engine)
     finally:
         engine.dispose()
+
+
+@contextmanager
+def migrated_sessions(directory: Path) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a new SQLite database in `directory` with every migration applied."""
+    url = f"sqlite:///{directory / 'touchline.db'}"
+    upgrade(url)
+    with sessions(url) as factory:
+        yield factory
 
 
 def feed(
