@@ -19,7 +19,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from shared.settings import KafkaSecurity
+from shared.settings import KafkaSecurity, Settings
 from shared.topics import topic_configs
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,13 @@ class Publisher:
         self._timeout_s = timeout_s
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, settings: Settings, client_id: str) -> Publisher:
+        """A publisher on the settings' broker whose waits are bounded by their produce timeout."""
+        return cls(
+            settings.kafka_bootstrap, client_id=client_id, timeout_s=settings.produce_timeout_s
+        )
 
     def _client(self) -> KafkaProducer:
         with self._lock:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -152,16 +153,10 @@ def relay(outbox: Table, gauge: Gauge | None = None) -> Worker:
     `gauge` shows the rows waiting."""
 
     def run(service: ConsumerService, stop: threading.Event) -> None:
-        settings = service.settings
-        publisher = Publisher(
-            settings.kafka_bootstrap,
-            client_id=f"{service.name}-outbox",
-            timeout_s=settings.produce_timeout_s,
-        )
-        pause = settings.outbox_interval_s
+        pause = service.settings.outbox_interval_s
         # A publish takes at most the produce timeout, plus as much again to reconnect first.
-        lease_s = 3 * settings.produce_timeout_s
-        try:
+        lease_s = 3 * service.settings.produce_timeout_s
+        with closing(Publisher.of(service.settings, f"{service.name}-outbox")) as publisher:
             while not stop.is_set():
                 try:
                     if gauge is not None:  # before the round: never 0 while a row waits
@@ -173,7 +168,5 @@ def relay(outbox: Table, gauge: Gauge | None = None) -> Worker:
                     continue
                 if sent < BATCH:
                     stop.wait(pause)
-        finally:
-            publisher.close()
 
     return run

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -124,12 +125,14 @@ def suppress_hashes(session: Session, consumer: str, id_hashes: Iterable[str]) -
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def erasure(ids: Iterable[str], origin: str) -> OutgoingMessage:
-    """The message that erases these ids everywhere, keyed by its own id: a compacted topic then
-    keeps every erasure (a key per id could let a later, smaller erasure replace a larger one)."""
+def erasure(ids: Iterable[str], origin: str, *, id_hashes: Iterable[str] = ()) -> OutgoingMessage:
+    """The message that erases these ids everywhere (and suppresses those named by `id_hashes`),
+    keyed by its own id: a compacted topic then keeps every erasure (a key per id could let a
+    later, smaller erasure replace a larger one)."""
     message = Erasure(
         erasure_id=uuid.uuid4().hex,
         ids=sorted(set(ids)),
+        id_hashes=sorted(set(id_hashes)),
         requested_at=datetime.now(UTC),
         origin=origin,
     )
@@ -138,13 +141,7 @@ def erasure(ids: Iterable[str], origin: str) -> OutgoingMessage:
 
 def suppression_seed(hashes: Iterable[str], origin: str) -> OutgoingMessage:
     """An erasure naming ids by their hashes only: the suppression list, republished."""
-    message = Erasure(
-        erasure_id=uuid.uuid4().hex,
-        id_hashes=sorted(set(hashes)),
-        requested_at=datetime.now(UTC),
-        origin=origin,
-    )
-    return OutgoingMessage(ERASURES, message.erasure_id, message.to_json())
+    return erasure((), origin, id_hashes=hashes)
 
 
 def republish_suppressions(database_url: str, bootstrap: str, *, timeout_s: float = 10.0) -> int:
@@ -195,14 +192,8 @@ def erasure_worker(erase: Eraser) -> ErasureWorker:
     per erasure, offsets committed after; unreadable messages go to the topic's dead letters."""
 
     def run(service: ErasureHost, stop: threading.Event) -> None:
-        settings = service.settings
-        publisher = Publisher(
-            settings.kafka_bootstrap,
-            client_id=f"{service.name}-erasures",
-            timeout_s=settings.produce_timeout_s,
-        )
         backoff = 0.2
-        try:
+        with closing(Publisher.of(service.settings, f"{service.name}-erasures")) as publisher:
             while not stop.is_set():
                 try:
                     _apply_erasures(service, erase, publisher, stop)
@@ -212,8 +203,6 @@ def erasure_worker(erase: Eraser) -> ErasureWorker:
                     log.warning("erasures for %s will be retried: %s", service.name, reason)
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
-        finally:
-            publisher.close()
 
     return run
 

@@ -121,11 +121,7 @@ class ConsumerService:
         return True
 
     def _run(self) -> None:
-        publisher = Publisher(
-            self.settings.kafka_bootstrap,
-            client_id=f"{self.name}-dlq",
-            timeout_s=self.settings.produce_timeout_s,
-        )
+        publisher = Publisher.of(self.settings, f"{self.name}-dlq")
         try:
             while not self._stop.is_set():
                 try:

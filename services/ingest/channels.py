@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.datafiles import read_toml
+from shared.datafiles import read_toml, table_array
 from shared.events import CHANNELS
 
 DEFAULT_RULES = Path(__file__).with_name("channel_rules.toml")
@@ -150,9 +150,7 @@ class ChannelClassifier:
 
 
 def parse_rules(data: Mapping[str, Any], source: str = "rules") -> list[Rule]:
-    items = data.get("rule")
-    if not isinstance(items, list) or not items:
-        raise ChannelRulesError(f"{source}: expected one or more [[rule]] tables")
+    items = table_array(data, "rule", source, ChannelRulesError)
     rules = []
     for n, item in enumerate(items, 1):
         if not isinstance(item, dict):

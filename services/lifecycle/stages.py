@@ -14,7 +14,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from shared.datafiles import read_toml
+from shared.datafiles import read_toml, table_array
 
 DEFAULT_MODEL = Path(__file__).with_name("stages.toml")
 CONDITIONS = (
@@ -63,9 +63,7 @@ class StageModel:
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], source: str = "stages") -> StageModel:
-        items = data.get("stage")
-        if not isinstance(items, list) or not items:
-            raise StageModelError(f"{source}: expected one or more [[stage]] tables")
+        items = table_array(data, "stage", source, StageModelError)
         stages = [_stage(item, f"{source}: stage {n}") for n, item in enumerate(items, 1)]
         names = [s.name for s in stages]
         if len(set(names)) != len(names):

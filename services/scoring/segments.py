@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shared.datafiles import read_toml
+from shared.datafiles import read_toml, table_array
 
 DEFAULT_MAP = Path(__file__).with_name("segments.toml")
 SCORES = range(1, 6)
@@ -26,9 +26,7 @@ class SegmentMap:
 
     @classmethod
     def parse(cls, data: dict[str, Any], source: str = "segments") -> SegmentMap:
-        items = data.get("segment")
-        if not isinstance(items, list) or not items:
-            raise SegmentMapError(f"{source}: expected one or more [[segment]] tables")
+        items = table_array(data, "segment", source, SegmentMapError)
         cells: dict[tuple[int, int], str] = {}
         names: list[str] = []
         for n, item in enumerate(items, 1):
