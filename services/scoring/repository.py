@@ -101,23 +101,14 @@ def load_book(
 def save_book(session: Session, book: PurchaseBook) -> None:
     """Write the orders and days; the counters go with the customer's touch summary upsert."""
     if book.orders:
-        execute_many(
-            session,
-            _order_upsert(session),
-            [
-                {"customer_id": c, "order_id": o, **vars(order)}
-                for (c, o), order in sorted(book.orders.items())
-            ],
-        )
+        execute_many(session, _order_upsert(session), _rows(book.orders, "order_id"))
     if book.days:
-        execute_many(
-            session,
-            _day_upsert(session),
-            [
-                {"customer_id": c, "day": d, **vars(day)}
-                for (c, d), day in sorted(book.days.items())
-            ],
-        )
+        execute_many(session, _day_upsert(session), _rows(book.days, "day"))
+
+
+def _rows(items: Mapping[tuple[str, Any], object], key: str) -> list[dict[str, Any]]:
+    """Rows keyed by customer and `key`, in key order, with the value's fields."""
+    return [{"customer_id": c, key: k, **vars(value)} for (c, k), value in sorted(items.items())]
 
 
 def add_to_population(session: Session, deltas: Mapping[tuple[str, int], int]) -> None:

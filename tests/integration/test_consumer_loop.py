@@ -31,6 +31,7 @@ from tests.support.pipeline import (
     total_events,
     wait_for,
     wait_until_applied,
+    wait_until_read,
 )
 from touchline.broker import EmbeddedBroker
 
@@ -50,12 +51,7 @@ def test_every_event_delivered_twice_counts_once(own_broker: EmbeddedBroker, db_
         running(own_broker.bootstrap, db_url, "scoring", scoring_handlers.apply) as scoring,
     ):
         for service in (lifecycle, scoring):
-            wait_for(
-                lambda s=service: s.loop.stats.applied + s.loop.stats.duplicates if s.loop else 0,
-                lambda seen: seen >= 2 * len(events),
-                60,
-                f"{service.name} to read every delivery",
-            )
+            wait_until_read(service, 2 * len(events))
             assert service.loop is not None
             assert service.loop.stats.applied == len(events)
             assert service.loop.stats.duplicates == len(events)

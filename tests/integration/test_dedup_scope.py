@@ -16,7 +16,13 @@ from services.scoring import handlers as scoring_handlers
 from services.scoring.tables import scoring_customers
 from shared.db import make_engine
 from shared.events import Touchpoint
-from tests.support.pipeline import events_per_customer, publish, running, settings_for, wait_for
+from tests.support.pipeline import (
+    events_per_customer,
+    publish,
+    running,
+    settings_for,
+    wait_until_read,
+)
 from touchline.broker import EmbeddedBroker
 
 LIFECYCLE = build_engine(settings_for("unused:9092", "sqlite://")).apply
@@ -94,12 +100,7 @@ def test_a_message_id_is_unique_per_source_and_customer(
         running(own_broker.bootstrap, db_url, "scoring", scoring_handlers.apply) as scoring,
     ):
         for service in (lifecycle, scoring):
-            wait_for(
-                lambda s=service: s.loop.stats.applied + s.loop.stats.duplicates if s.loop else 0,
-                lambda seen: seen >= delivered,
-                60,
-                f"{service.name} to read every delivery",
-            )
+            wait_until_read(service, delivered)
             assert service.loop is not None
             assert (service.loop.stats.applied, service.loop.stats.duplicates) == (4, 3)
             assert service.loop.stats.dead_lettered == 0

@@ -130,6 +130,17 @@ def running(
         service.stop()
 
 
+def deliveries_read(service: ConsumerService) -> int:
+    """What the service's consumer loop has read so far: applied or found to be duplicates."""
+    return service.loop.stats.applied + service.loop.stats.duplicates if service.loop else 0
+
+
+def wait_until_read(service: ConsumerService, count: int, timeout_s: float = 60) -> None:
+    """Poll until the service's consumer loop has read at least `count` deliveries."""
+    what = f"{service.name} to read every delivery"
+    wait_for(lambda: deliveries_read(service), lambda seen: seen >= count, timeout_s, what)
+
+
 def wait_for(check: Callable[[], T], until: Callable[[T], bool], timeout_s: float, what: str) -> T:
     """Poll `check` until `until(result)` holds; fail with the last result after the deadline."""
     deadline = time.monotonic() + timeout_s
