@@ -54,6 +54,12 @@ class Stack:
         return process
 
 
+def ctrl_c(process: subprocess.Popen[bytes], timeout_s: float = 120) -> int:
+    """Ctrl-C `touchline up`; its exit code once it has stopped."""
+    process.send_signal(signal.SIGINT)
+    return process.wait(timeout_s)
+
+
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
     """Ctrl-C the stack if it still runs; kill it if it is not gone within the timeout."""
     if process.poll() is None:

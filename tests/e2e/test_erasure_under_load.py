@@ -6,7 +6,6 @@ before the erasure is erased by it in both consumers; and after a restart of the
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -23,7 +22,7 @@ from services.lifecycle.tables import lifecycle_customers
 from services.scoring.tables import scoring_customers
 from shared.db import make_engine
 from shared.settings import DEV_ADMIN_TOKEN, DEV_WRITE_KEY
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, ctrl_c
 from tests.support.pipeline import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -142,12 +141,10 @@ def test_erasure_reaches_ingest_within_2s_under_load_and_survives_a_restart(
             f"{table.name} to hold every accepted event but the erased id's",
         )
 
-    process.send_signal(signal.SIGINT)
-    assert process.wait(120) == 0
+    assert ctrl_c(process) == 0
     # The same data directory and ports; a fresh, empty broker.
     restarted = s.start_and_wait("the restarted stack's banner")
     try:
         assert ingest_answers() == 403
     finally:
-        restarted.send_signal(signal.SIGINT)
-        restarted.wait(120)
+        ctrl_c(restarted)

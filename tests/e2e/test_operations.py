@@ -24,7 +24,7 @@ import pytest
 from services.lifecycle.tables import lifecycle_customers
 from services.scoring.tables import scoring_customers
 from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY
-from tests.e2e.conftest import TOUCHLINE, Stack
+from tests.e2e.conftest import TOUCHLINE, Stack, ctrl_c
 from tests.support.pipeline import events_per_customer, ready, wait_for
 from touchline.broker import free_port
 
@@ -153,8 +153,7 @@ def test_ctrl_c_right_after_a_burst_applies_every_accepted_event_before_stopping
         answer = httpx.get(f"{s.url('LIFECYCLE')}/v1/customers/{customer}", headers=READ)
         assert answer.json()["counters"]["events"] == sender.accepted[customer]
     finally:
-        restarted.send_signal(signal.SIGINT)
-        assert restarted.wait(120) == 0
+        assert ctrl_c(restarted) == 0
 
 
 def test_a_killed_consumer_is_restarted_and_nothing_is_lost_or_counted_twice(
@@ -196,8 +195,7 @@ def test_a_killed_consumer_is_restarted_and_nothing_is_lost_or_counted_twice(
     assert live["oldest_unapplied_s"] == 0
     metrics = httpx.get(f"{s.url('SCORING')}/metrics").text
     assert 'touchline_consumer_oldest_unapplied_age_seconds{consumer="scoring"} 0.0' in metrics
-    process.send_signal(signal.SIGINT)
-    assert process.wait(120) == 0
+    assert ctrl_c(process) == 0
 
 
 def test_readyz_turns_503_within_5s_when_the_broker_dies_or_the_database_is_locked(
@@ -240,8 +238,7 @@ def test_readyz_turns_503_within_5s_when_the_broker_dies_or_the_database_is_lock
         lock.execute("ROLLBACK")
         lock.close()
     wait_for(lambda: all_ready(s), bool, 60, "ready again after the lock")
-    process.send_signal(signal.SIGINT)
-    assert process.wait(120) == 0
+    assert ctrl_c(process) == 0
 
 
 def test_a_stop_past_its_deadline_says_exactly_how_many_events_each_consumer_left(
@@ -255,8 +252,7 @@ def test_a_stop_past_its_deadline_says_exactly_how_many_events_each_consumer_lef
         sender.burst(sender.batches(count=40, customers=250, per_customer=2))
         assert sender.statuses == {200: 40}
     finally:
-        process.send_signal(signal.SIGINT)
-        code = process.wait(120)
+        code = ctrl_c(process)
     output = s.output.read_text()
     assert code == 1, output
     assert "STOPPED WITH EVENTS LEFT UNAPPLIED" in output
