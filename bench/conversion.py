@@ -31,12 +31,13 @@ import orjson
 
 from bench.common import embedded_broker, percentile, postgres_cluster, service, service_env
 from services.lifecycle.attribution import MODELS, credits
+from services.lifecycle.fold import FunnelEntry
 from services.lifecycle.journey import Touch
-from services.lifecycle.repository import FunnelEntry, funnel_row
+from services.lifecycle.repository import funnel_row
 from services.lifecycle.tables import lifecycle_funnel
+from shared.events import CHANNELS
 from shared.migrate import upgrade
 
-CHANNELS = ("web", "email", "mobile", "social", "other")
 STAGES = ("visitor", "engaged", "first_purchase", "repeat", "loyal")
 REACH = (1.0, 0.9, 0.8, 0.6, 0.3)  # share of customers entering each stage
 GAP_DAYS = (0, 5, 12, 40, 90)  # mean days from the previous stage

@@ -35,12 +35,11 @@ from services.lifecycle.tables import (
     lifecycle_transitions,
 )
 from shared.db import make_engine
-from shared.events import Channel, Touchpoint
+from shared.events import CHANNELS, Touchpoint
 from shared.migrate import upgrade
 from shared.settings import Settings
 
 START = datetime(2025, 1, 1, 12, tzinfo=UTC)
-CHANNELS: tuple[Channel, ...] = ("web", "email", "mobile", "social", "other")
 
 
 MIXES = {

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from services.lifecycle import dashboard, erasure, ops_api, repository
+from services.lifecycle import dashboard, erasure, ops_api, queries
 from services.lifecycle.consumer import WORKERS
 from services.lifecycle.handlers import LifecycleEngine, UnknownCustomer, build_engine
 from services.lifecycle.journey import REACTIVATED, RESET, STAGE, decode_path
@@ -55,7 +55,7 @@ def _aware(value: datetime | None) -> datetime:
 
 
 def _customer_id(session: Session, any_id: str) -> str:
-    customer = repository.customer_of(session, any_id)
+    customer = queries.customer_of(session, any_id)
     if customer is None:
         raise HTTPException(404, detail=f"unknown customer {any_id!r}")
     return customer
@@ -68,7 +68,7 @@ def get_customer(
     """A customer by any of their ids: stage, status and counters, now or as of a past time."""
     engine = _engine(request)
     canonical = _customer_id(session, customer_id)
-    profile = repository.load_profiles(session, [canonical], lock=False).get(canonical)
+    profile = queries.load_profiles(session, [canonical], lock=False).get(canonical)
     if profile is None:  # its id was committed, its profile not (yet): not a customer yet
         raise HTTPException(404, detail=f"unknown customer {customer_id!r}")
     when = _aware(as_of)
@@ -79,7 +79,7 @@ def get_customer(
         orders, revenue, last_touch = profile.order_count, profile.revenue, facts.last_touch_at
         events, last_order = profile.event_count, profile.last_order_at
     else:
-        past = [t for t in repository.journey(session, canonical) if t.kind in (STAGE, RESET)]
+        past = [t for t in queries.journey(session, canonical) if t.kind in (STAGE, RESET)]
         past = [t for t in past if t.at <= when]
         if not past:
             raise HTTPException(
@@ -88,19 +88,19 @@ def get_customer(
         index = {name: i for i, name in enumerate(engine.model.names)}
         last = max(past, key=lambda t: (t.at, t.kind == RESET, index.get(t.to_stage, -1)))
         stage, entered = last.to_stage, last.at
-        repository.complete_profiles(session, [profile])
+        queries.complete_profiles(session, [profile])
         bought = [o for o in profile.facts.orders if o.mark.at <= when]
         refunds = [r for r in profile.facts.refunds if r.mark.at <= when]
         orders = len(bought)
         revenue = sum(o.amount for o in bought) - sum(r.amount for r in refunds)
         last_order = max((o.mark.at for o in bought), default=None)
-        last_touch = repository.last_touch_before(session, canonical, when) or when
-        events = repository.touches_before(session, canonical, when)
+        last_touch = queries.last_touch_before(session, canonical, when) or when
+        events = queries.touches_before(session, canonical, when)
     assert stage is not None and entered is not None
     return Customer(
         customer_id=canonical,
         known=profile.known,
-        ids=repository.ids_of(session, canonical),
+        ids=queries.ids_of(session, canonical),
         stage=stage,
         stage_entered_at=entered,
         status=status(engine.model.status, last_order, last_touch, when),
@@ -138,11 +138,9 @@ def get_journey(customer_id: str, request: Request, session: DbSession) -> Journ
             recorded_at=row.recorded_at,
             note=row.note,
         )
-        for row in _in_order(_engine(request), repository.journey(session, canonical))
+        for row in _in_order(_engine(request), queries.journey(session, canonical))
     ]
-    return Journey(
-        customer_id=canonical, ids=repository.ids_of(session, canonical), transitions=steps
-    )
+    return Journey(customer_id=canonical, ids=queries.ids_of(session, canonical), transitions=steps)
 
 
 @reads.get("/stages", response_model=Stages)

@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import bindparam, delete, event, update
 from sqlalchemy.orm import Session
 
-from services.lifecycle import queries
 from services.lifecycle.attribution import MODELS
 from services.lifecycle.fold import FunnelEntry, NewTransition, Profile, Writes
 from services.lifecycle.journey import Transition
@@ -356,9 +355,3 @@ def delete_transitions(session: Session, ids: Sequence[str]) -> None:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-# The API's reads, here until api.py reads them from `queries`.
-customer_of, ids_of, journey = queries.customer_of, queries.ids_of, queries.journey
-load_profiles, complete_profiles = queries.load_profiles, queries.complete_profiles
-last_touch_before, touches_before = queries.last_touch_before, queries.touches_before

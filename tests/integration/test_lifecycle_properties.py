@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.lifecycle import repository
+from services.lifecycle import queries
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.stages import status
 from shared.events import Touchpoint
@@ -130,6 +130,6 @@ def test_any_order_duplication_or_batching_gives_the_same_state(
     assert outcome(db, one) == outcome(db, two)
     with db() as session:  # conversion's view, kept up to date batch by batch, is the journey's
         ids = [f"{run}-{kind}" for run in (one, two) for kind in ("user", "anon")]
-        for customer in {repository.customer_of(session, i) for i in ids} - {None}:
+        for customer in {queries.customer_of(session, i) for i in ids} - {None}:
             assert customer is not None
             assert funnel_rows(session, customer) == derived_funnel(session, customer)
