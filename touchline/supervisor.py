@@ -117,7 +117,10 @@ class Supervisor:
         for child in self.children.values():
             if child.process is not None and child.process.poll() is None:
                 pids[child.name] = child.process.pid
-        self.pid_file.write_text(json.dumps(pids) + "\n")
+        # Replaced whole, never rewritten in place: a reader never sees it empty.
+        partial = self.pid_file.with_suffix(".pids.tmp")
+        partial.write_text(json.dumps(pids) + "\n")
+        partial.replace(self.pid_file)
 
     # -- supervising ----------------------------------------------------------------------------
 

@@ -193,8 +193,13 @@ def test_a_killed_consumer_is_restarted_and_nothing_is_lost_or_counted_twice(
         "the dashboard's backlog to reach 0",
     )
     assert live["oldest_unapplied_s"] == 0
-    metrics = httpx.get(f"{s.url('SCORING')}/metrics").text
-    assert 'touchline_consumer_oldest_unapplied_age_seconds{consumer="scoring"} 0.0' in metrics
+    caught_up = 'touchline_consumer_oldest_unapplied_age_seconds{consumer="scoring"} 0.0'
+    wait_for(  # the restarted scoring sets the gauge with its first health round
+        lambda: httpx.get(f"{s.url('SCORING')}/metrics").text,
+        lambda metrics: caught_up in metrics,
+        30,
+        "scoring's /metrics to show no unapplied event",
+    )
     assert ctrl_c(process) == 0
 
 
