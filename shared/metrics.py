@@ -1,10 +1,11 @@
-"""Prometheus metrics of every service (`GET /metrics`, text format, no token: counts only, no
-customer data). Counters are per process; Prometheus sums them across instances."""
+"""Prometheus metrics every service shares (`GET /metrics`, text format, no token: counts only,
+no customer data): HTTP, the consumer loop, readiness, the outbox. A service's own metrics live
+in its `metrics` module and are named in its declaration. Counters are per process; Prometheus
+sums them across instances."""
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 
 from fastapi import APIRouter, FastAPI, Response
@@ -25,21 +26,6 @@ HTTP_REQUESTS = Counter(
     "touchline_http_requests",
     "HTTP requests answered, by service and status",
     ["service", "status"],
-)
-EVENTS_ACCEPTED = Counter(
-    "touchline_ingest_events_accepted",
-    "Events accepted by ingest (acknowledged by the broker), by channel",
-    ["channel"],
-)
-EVENTS_REJECTED = Counter(
-    "touchline_ingest_events_rejected",
-    "Events rejected by ingest (recorded on touchpoints.rejected.v1), by reason",
-    ["reason"],
-)
-PRODUCE_SECONDS = Histogram(
-    "touchline_ingest_produce_seconds",
-    "Time for the broker to acknowledge one request's events",
-    buckets=LATENCY_BUCKETS,
 )
 CONSUMED = Counter(
     "touchline_consumer_events",
@@ -88,23 +74,6 @@ OUTBOX_PENDING = Gauge(
     "Rows in the service's outbox not yet published to the broker (as of the relay's last round)",
     ["service"],
 )
-TRANSITIONS = Counter(
-    "touchline_lifecycle_transitions",
-    "Committed lifecycle transitions, by kind, stage entered and triggering channel",
-    ["kind", "to_stage", "channel"],
-)
-REFIT_SECONDS = Histogram(
-    "touchline_scoring_refit_seconds",
-    "Duration of BG/NBD + Gamma-Gamma refits",
-    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
-)
-REFITS = Counter("touchline_scoring_refits", "Model refits, by outcome", ["outcome"])
-
-
-def reason_label(reason: str) -> str:
-    """A bounded label for a rejection reason: quoted values (which may be anything a client
-    sent) are dropped."""
-    return re.sub(r"'[^']*'|\"[^\"]*\"", "<value>", reason)[:100]
 
 
 def observe_lag(consumer: str, ends: Iterable[tuple[str, int, int | None, int]]) -> None:

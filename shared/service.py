@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from prometheus_client.metrics import MetricWrapperBase
 
 from shared.consumer_loop import Handler
 from shared.logs import configure_logging
@@ -34,6 +35,12 @@ class ServiceSpec:
     name: str
     create_app: Callable[[Settings], FastAPI]
     port_setting: str  # the Settings field of its HTTP port
+    # Its own settings section: the Settings fields only this service reads (the rest, such as
+    # the database, the broker and the tokens, every process shares); a unit test holds the
+    # services' code to it.
+    settings: tuple[str, ...]
+    # Its own metrics, beside the ones every service has (shared.metrics).
+    metrics: Sequence[MetricWrapperBase]
     consumer: ConsumerSpec | None = None  # None: no Kafka consumer (ingest)
     # Several processes (ingest): the uvicorn factory each builds its app with, and the setting
     # saying how many; the HTTP protocol class that bounds slow clients.

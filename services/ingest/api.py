@@ -22,6 +22,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from services.ingest import draining
+from services.ingest import metrics as own_metrics
 from services.ingest.body import read_body
 from services.ingest.channels import ChannelClassifier
 from services.ingest.errors import IngestError, answer_errors_with_codes
@@ -218,16 +219,16 @@ class Ingest:
             channels.append(accepted.channel)
 
         try:
-            with metrics.PRODUCE_SECONDS.time():
+            with own_metrics.PRODUCE_SECONDS.time():
                 await run_in_threadpool(self.publisher.publish, messages)
         except BrokerUnavailable:
             log.warning("broker unavailable; answered 503")
             detail = "event broker unavailable, nothing was accepted; retry later"
             raise _error(503, "broker_unavailable", detail, "5") from None
         for channel, count in Counter(channels).items():
-            metrics.EVENTS_ACCEPTED.labels(channel).inc(count)
+            own_metrics.EVENTS_ACCEPTED.labels(channel).inc(count)
         for item in rejected:
-            metrics.EVENTS_REJECTED.labels(metrics.reason_label(item.reason)).inc()
+            own_metrics.EVENTS_REJECTED.labels(own_metrics.reason_label(item.reason)).inc()
         if kind is not None and single_error is not None:
             raise _error(single_error.status, _rejection_code(single_error), single_error.reason)
         return IngestResult(accepted=len(items) - len(rejected), rejected=rejected)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, event, update
 from sqlalchemy.orm import Session
 
+from services.lifecycle import metrics as own_metrics
 from services.lifecycle.attribution import MODELS
 from services.lifecycle.fold import FunnelEntry, NewTransition, Profile, Writes
 from services.lifecycle.journey import Transition
@@ -29,7 +30,6 @@ from services.lifecycle.tables import (
     lifecycle_touches,
     lifecycle_transitions,
 )
-from shared import metrics
 from shared.db import execute_many, once_per_dialect, upsert_into
 from shared.events import StageChange
 
@@ -316,7 +316,7 @@ def _count_when_committed(session: Session, counts: Counter[tuple[str, str, str]
 
     def count(_: Session) -> None:
         for (kind, stage, channel), n in counts.items():
-            metrics.TRANSITIONS.labels(kind, stage, channel or "none").inc(n)
+            own_metrics.TRANSITIONS.labels(kind, stage, channel or "none").inc(n)
 
     event.listen(session, "after_commit", count, once=True)
 

@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
+from services.scoring import metrics as own_metrics
 from services.scoring import queries
 from services.scoring.btyd import (
     BgNbd,
@@ -27,7 +28,6 @@ from services.scoring.btyd import (
 )
 from services.scoring.counters import WEEK_DAYS, Counters
 from services.scoring.validation import Validation, validate
-from shared import metrics
 
 
 def summaries(session: Session, observation_end: date) -> tuple[np.ndarray, ...]:
@@ -80,8 +80,8 @@ def refit(session: Session, observation_end: date) -> dict[str, Any]:
             "boundary": json.dumps([*bg.boundary, *gg.boundary]),
         }
     row["fit_seconds"] = time.perf_counter() - started
-    metrics.REFIT_SECONDS.observe(row["fit_seconds"])
-    metrics.REFITS.labels("failed" if row["error"] else "fitted").inc()
+    own_metrics.REFIT_SECONDS.observe(row["fit_seconds"])
+    own_metrics.REFITS.labels("failed" if row["error"] else "fitted").inc()
     return row
 
 

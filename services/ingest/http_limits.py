@@ -39,7 +39,7 @@ def _response(status: str, code: str, message: str, extra: bytes = b"") -> bytes
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a request-header deadline and a bound on the open
-    connections of one client address (`--http shared.http_limits:GuardedHttpToolsProtocol`)."""
+    connections of one client address (`touchline serve ingest` runs uvicorn with it)."""
 
     _header_timer: asyncio.TimerHandle | None = None
     _counted: str | None = None
