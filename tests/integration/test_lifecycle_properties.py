@@ -16,74 +16,25 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.lifecycle import queries
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.stages import status
-from shared.events import Touchpoint
 from tests.support.lifecycle import (
     day,
     derived_funnel,
     feed,
     funnel_rows,
     migrated_sessions,
+    person_events,
+    person_steps,
     state,
-    touch,
 )
 from tests.support.pipeline import settings_for
 
 ENGINE = build_engine(settings_for("unused:9092", "sqlite://"))
-CHANNELS = ("web", "email", "mobile", "social", "other")
 
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sessionmaker[Session]]:
     with migrated_sessions(tmp_path_factory.mktemp("props")) as factory:
         yield factory
-
-
-when = st.integers(0, 420)
-channel = st.sampled_from(CHANNELS)
-steps = st.lists(
-    st.one_of(
-        st.tuples(st.just("touch"), when, channel, st.sampled_from(["anon", "user", "both"])),
-        st.tuples(st.just("engage"), when, channel, st.sampled_from(["anon", "user"])),
-        st.tuples(st.just("identify"), when, channel, st.booleans()),
-        st.tuples(st.just("alias"), when, channel, st.just(None)),
-        st.tuples(st.just("order"), when, st.integers(0, 5), st.floats(1, 400)),
-        st.tuples(st.just("refund"), when, st.integers(0, 5), st.floats(1, 100)),
-    ),
-    min_size=1,
-    max_size=20,
-)
-
-
-def build(run: str, spec: list[tuple[Any, ...]]) -> list[Touchpoint]:
-    user, anon = f"{run}-user", f"{run}-anon"
-    who = {"anon": {"anon": anon}, "user": {"user": user}, "both": {"user": user, "anon": anon}}
-    orders: dict[int, tuple[int, float]] = {}
-    events = []
-    for n, (kind, at, a, b) in enumerate(spec):
-        mid = f"{run}-{n:03d}"
-        if kind == "touch":
-            events.append(touch(day(at), channel=a, message_id=mid, **who[b]))
-        elif kind == "engage":
-            events.append(touch(day(at), event="Signed Up", channel=a, message_id=mid, **who[b]))
-        elif kind == "identify":
-            traits = {"email": "x@example.com"} if b else {}
-            events.append(
-                touch(day(at), kind="identify", user=user, anon=anon, channel=a, traits=traits,
-                      message_id=mid)
-            )  # fmt: skip
-        elif kind == "alias":
-            events.append(
-                touch(day(at), kind="alias", user=user, previous=anon, channel=a, message_id=mid)
-            )
-        else:
-            at, amount = orders.setdefault(a, (at, round(b, 2))) if kind == "order" else (at, b)
-            event = "Order Completed" if kind == "order" else "Order Refunded"
-            props = {"order_id": f"o{a}", "revenue": round(amount, 2)}
-            events.append(
-                touch(day(at), user=user, event=event, properties=props,
-                      revenue=round(amount, 2), message_id=mid)
-            )  # fmt: skip
-    return events
 
 
 def outcome(db: sessionmaker[Session], run: str) -> list[dict[str, Any] | None]:
@@ -113,14 +64,14 @@ def _without(value: Any, run: str) -> Any:
 @settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(steps, st.randoms(use_true_random=False))
+@given(person_steps, st.randoms(use_true_random=False))
 def test_any_order_duplication_or_batching_gives_the_same_state(
     db: sessionmaker[Session], spec: list[tuple[Any, ...]], rnd: Any
 ) -> None:
     one, two = uuid.uuid4().hex[:10], uuid.uuid4().hex[:10]
-    for event in build(one, spec):  # one event per batch, in the given order
+    for event in person_events(one, spec):  # one event per batch, in the given order
         feed(db, ENGINE, [event])
-    shuffled = build(two, spec)
+    shuffled = person_events(two, spec)
     shuffled += rnd.sample(shuffled, len(shuffled) // 2)  # some delivered twice
     rnd.shuffle(shuffled)
     while shuffled:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,7 +21,7 @@ from services.lifecycle.journey import decode_path
 from services.lifecycle.repository import funnel_row
 from services.lifecycle.tables import lifecycle_customers, lifecycle_funnel, lifecycle_orders
 from shared.db import dedup_scope, make_engine, make_session_factory, mark_processed
-from shared.events import Touchpoint
+from shared.events import CHANNELS, Touchpoint
 from shared.migrate import upgrade
 from shared.privacy import id_hash
 
@@ -189,3 +190,54 @@ def derived_funnel(session: Session, customer: str) -> list[tuple[Any, ...]]:
         tuple(round(v, 9) if isinstance(v, float) else v for v in funnel_row(e).values())
         for e in entries
     )
+
+
+_when = st.integers(0, 420)
+_channel = st.sampled_from(CHANNELS)
+# One person's events as specs for `person_events`: the property tests' input.
+person_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("touch"), _when, _channel, st.sampled_from(["anon", "user", "both"])),
+        st.tuples(st.just("engage"), _when, _channel, st.sampled_from(["anon", "user"])),
+        st.tuples(st.just("identify"), _when, _channel, st.booleans()),
+        st.tuples(st.just("alias"), _when, _channel, st.just(None)),
+        st.tuples(st.just("order"), _when, st.integers(0, 5), st.floats(1, 400)),
+        st.tuples(st.just("refund"), _when, st.integers(0, 5), st.floats(1, 100)),
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+def person_events(run: str, spec: list[tuple[Any, ...]]) -> list[Touchpoint]:
+    """One person's events (ids prefixed by `run`): anonymous, identified and aliased touches,
+    engagement, orders (the same order id always the same time and amount) and refunds."""
+    user, anon = f"{run}-user", f"{run}-anon"
+    who = {"anon": {"anon": anon}, "user": {"user": user}, "both": {"user": user, "anon": anon}}
+    orders: dict[int, tuple[int, float]] = {}
+    events = []
+    for n, (kind, at, a, b) in enumerate(spec):
+        mid = f"{run}-{n:03d}"
+        if kind == "touch":
+            events.append(touch(day(at), channel=a, message_id=mid, **who[b]))
+        elif kind == "engage":
+            events.append(touch(day(at), event="Signed Up", channel=a, message_id=mid, **who[b]))
+        elif kind == "identify":
+            traits = {"email": "x@example.com"} if b else {}
+            events.append(
+                touch(day(at), kind="identify", user=user, anon=anon, channel=a, traits=traits,
+                      message_id=mid)
+            )  # fmt: skip
+        elif kind == "alias":
+            events.append(
+                touch(day(at), kind="alias", user=user, previous=anon, channel=a, message_id=mid)
+            )
+        else:
+            at, amount = orders.setdefault(a, (at, round(b, 2))) if kind == "order" else (at, b)
+            event = "Order Completed" if kind == "order" else "Order Refunded"
+            props = {"order_id": f"o{a}", "revenue": round(amount, 2)}
+            events.append(
+                touch(day(at), user=user, event=event, properties=props,
+                      revenue=round(amount, 2), message_id=mid)
+            )  # fmt: skip
+    return events

@@ -16,11 +16,10 @@ from services.lifecycle.fold import State
 from services.lifecycle.handlers import build_engine
 from services.lifecycle.journey import REACTIVATED, RESET, STAGE
 from shared.events import StageChange, Touchpoint
-from tests.support.lifecycle import day, identify, order, refund, touch
+from tests.support.lifecycle import day, identify, order, person_events, person_steps, refund, touch
 from tests.support.pipeline import settings_for
 
 RULES = build_engine(settings_for("unused:9092", "sqlite://")).rules
-CHANNELS = ("web", "email", "mobile", "social", "other")
 
 
 def run(batches: Iterable[Sequence[Touchpoint]], state: State | None = None) -> State:
@@ -265,70 +264,17 @@ def _planned(state: State, batch: Sequence[Touchpoint]) -> State:
 
 # --- the property ---------------------------------------------------------------------------
 
-when = st.integers(0, 420)
-channel = st.sampled_from(CHANNELS)
-steps = st.lists(
-    st.one_of(
-        st.tuples(st.just("touch"), when, channel, st.sampled_from(["anon", "user", "both"])),
-        st.tuples(st.just("engage"), when, channel, st.sampled_from(["anon", "user"])),
-        st.tuples(st.just("identify"), when, channel, st.booleans()),
-        st.tuples(st.just("alias"), when, channel, st.just(None)),
-        st.tuples(st.just("order"), when, st.integers(0, 5), st.floats(1, 400)),
-        st.tuples(st.just("refund"), when, st.integers(0, 5), st.floats(1, 100)),
-    ),
-    min_size=1,
-    max_size=20,
-)
-
-
-def build(spec: list[tuple[Any, ...]]) -> list[Touchpoint]:
-    """One person's events: anonymous, identified and aliased touches, engagement, orders (the
-    same order id always the same time and amount) and refunds."""
-    who = {
-        "anon": {"anon": "anon"},
-        "user": {"user": "user"},
-        "both": {"user": "user", "anon": "anon"},
-    }
-    orders: dict[int, tuple[int, float]] = {}
-    events = []
-    for n, (kind, at, a, b) in enumerate(spec):
-        mid = f"m{n:03d}"
-        if kind == "touch":
-            events.append(touch(day(at), channel=a, message_id=mid, **who[b]))
-        elif kind == "engage":
-            events.append(touch(day(at), event="Signed Up", channel=a, message_id=mid, **who[b]))
-        elif kind == "identify":
-            traits = {"email": "x@example.com"} if b else {}
-            events.append(
-                touch(day(at), kind="identify", user="user", anon="anon", channel=a,
-                      traits=traits, message_id=mid)
-            )  # fmt: skip
-        elif kind == "alias":
-            events.append(
-                touch(day(at), kind="alias", user="user", previous="anon", channel=a,
-                      message_id=mid)
-            )  # fmt: skip
-        else:
-            at, amount = orders.setdefault(a, (at, round(b, 2))) if kind == "order" else (at, b)
-            event = "Order Completed" if kind == "order" else "Order Refunded"
-            props = {"order_id": f"o{a}", "revenue": round(amount, 2)}
-            events.append(
-                touch(day(at), user="user", event=event, properties=props,
-                      revenue=round(amount, 2), message_id=mid)
-            )  # fmt: skip
-    return events
-
 
 def outcome(state: State) -> list[dict[str, Any] | None]:
-    return [view(state, "user"), view(state, "anon")]
+    return [view(state, "p-user"), view(state, "p-anon")]
 
 
 @settings(max_examples=300, deadline=None)
-@given(steps, st.randoms(use_true_random=False))
+@given(person_steps, st.randoms(use_true_random=False))
 def test_any_order_duplication_or_batching_folds_to_the_same_state(
     spec: list[tuple[Any, ...]], rnd: Any
 ) -> None:
-    events = build(spec)
+    events = person_events("p", spec)
     one_by_one = run([e] for e in events)
     shuffled = events + rnd.sample(events, len(events) // 2)  # some delivered twice
     rnd.shuffle(shuffled)
@@ -342,13 +288,13 @@ def test_any_order_duplication_or_batching_folds_to_the_same_state(
 
 
 @settings(max_examples=100, deadline=None)
-@given(steps, st.randoms(use_true_random=False))
+@given(person_steps, st.randoms(use_true_random=False))
 def test_folding_every_journey_gives_what_folding_the_planned_ones_gives(
     spec: list[tuple[Any, ...]], rnd: Any
 ) -> None:
     """The plan's shortcut (most touches only move counters) changes nothing: recomputing
     every customer's journey in each batch folds to the same state."""
-    events = build(spec)
+    events = person_events("p", spec)
     split = rnd.randint(0, len(events))
     first = run([events[:split]])
     everything = run([events[:split]])
