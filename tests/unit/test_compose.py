@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 import shared.metrics  # noqa: F401  (registers Touchline's metrics)
 from shared.settings import KafkaSecurity, Settings
 from touchline.cli import CONSUMERS, SERVICES
+from touchline.services import declaration
 
 ROOT = Path(__file__).resolve().parents[2]
 compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -83,6 +84,8 @@ def test_prometheus_scrapes_every_service_and_grafana_shows_real_metrics() -> No
     )
     assert services["grafana"]["depends_on"] == ["prometheus"]
 
+    for name in SERVICES:  # each declaration registers its service's own metrics
+        assert declaration(name).metrics
     exposed = {
         sample_name
         for family in REGISTRY.collect()
