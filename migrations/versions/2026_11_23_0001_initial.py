@@ -1,21 +1,12 @@
-"""initial: processed messages, minimal lifecycle and scoring customers
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-23
-"""
-
-from collections.abc import Sequence
+"""initial: processed messages, minimal lifecycle and scoring customers"""
 
 import sqlalchemy as sa
 from alembic import op
 
 from shared.db import UTCDateTime
 
-revision: str = "0001"
-down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0001"
+down_revision = None
 
 
 def _customer_columns() -> list[sa.Column[object]]:

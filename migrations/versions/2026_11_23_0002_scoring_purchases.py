@@ -1,21 +1,12 @@
-"""scoring: purchase counters, orders, purchase days, RFM population, fitted models
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-23
-"""
-
-from collections.abc import Sequence
+"""scoring: purchase counters, orders, purchase days, RFM population, fitted models"""
 
 import sqlalchemy as sa
 from alembic import op
 
 from shared.db import UTCDateTime
 
-revision: str = "0002"
-down_revision: str | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0002"
+down_revision = "0001"
 
 COUNTERS = ("order_count", "revenue_total", "distinct_days", "first_day_net")
 

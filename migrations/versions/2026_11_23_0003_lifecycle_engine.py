@@ -1,22 +1,14 @@
 """lifecycle: customers with stage facts, identities, touches, orders, refunds, transitions,
 outbox (replaces the minimal lifecycle_customers summary)
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-23
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 from shared.db import UTCDateTime
 
-revision: str = "0003"
-down_revision: str | None = "0002"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0003"
+down_revision = "0002"
 
 ID = 255
 

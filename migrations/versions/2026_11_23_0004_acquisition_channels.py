@@ -5,13 +5,8 @@ first-touch channel (value by acquisition channel)
 The funnel is filled from the journeys already stored, with the attribution rules as they were
 when this revision was written, frozen here: a migration never imports live code, so it cannot
 change when the code does.
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-23
 """
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import orjson
@@ -26,10 +21,8 @@ MODELS = ("first_touch", "last_touch", "linear", "time_decay", "position_based")
 CHANNELS = ("web", "email", "mobile", "social", "other")
 HALF_LIFE = timedelta(days=7)
 
-revision: str = "0004"
-down_revision: str | None = "0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0004"
+down_revision = "0003"
 
 
 def upgrade() -> None:

@@ -1,23 +1,15 @@
 """GDPR erasure: per-service suppression lists (hashed ids), processed-message records carry the
 hash of their customer (what an erasure deletes by), the lifecycle outbox names its topic (it also
 relays erasures)
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-23
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 from shared.db import UTCDateTime
 
-revision: str = "0005"
-down_revision: str | None = "0004"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0005"
+down_revision = "0004"
 
 
 def upgrade() -> None:

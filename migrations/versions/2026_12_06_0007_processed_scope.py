@@ -4,21 +4,13 @@ message id and scope (a hash of the event's source and customer key)
 Rows written before this revision get the empty scope: their source was never stored and their
 customer key only as a one-way hash, so no event's scope matches them again (see
 docs/ingest-limits.md).
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-06
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0007"
+down_revision = "0006"
 
 
 def upgrade() -> None:

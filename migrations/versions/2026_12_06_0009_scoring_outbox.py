@@ -1,22 +1,14 @@
 """Scoring's outbox: its erasures wait there until the relay publishes them after the commit, as
 lifecycle's do
-
-Revision ID: 0009
-Revises: 0008
-Create Date: 2026-12-06
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 from shared.db import UTCDateTime
 
-revision: str = "0009"
-down_revision: str | None = "0008"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0009"
+down_revision = "0008"
 
 
 def upgrade() -> None:
