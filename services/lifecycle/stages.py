@@ -52,6 +52,15 @@ class StatusRules:
 class StageModel:
     stages: tuple[Stage, ...]
     status: StatusRules = StatusRules()
+    # Every stage's engagement conditions together (`engaging` runs for every event).
+    engaging_events: frozenset[str] = field(init=False, repr=False, compare=False)
+    engaging_traits: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        events = frozenset().union(*(s.events for s in self.stages))
+        traits = frozenset().union(*(s.identify_traits for s in self.stages))
+        object.__setattr__(self, "engaging_events", events)
+        object.__setattr__(self, "engaging_traits", traits)
 
     @property
     def names(self) -> list[str]:
@@ -76,12 +85,9 @@ class StageModel:
 
     def engaging(self, event: str | None, traits: Mapping[str, Any]) -> bool:
         """Does this call meet some stage's engagement condition (event name or trait)?"""
-        for stage in self.stages:
-            if event is not None and event in stage.events:
-                return True
-            if any(traits.get(t) not in (None, "") for t in stage.identify_traits):
-                return True
-        return False
+        if event is not None and event in self.engaging_events:
+            return True
+        return any(traits.get(t) not in (None, "") for t in self.engaging_traits)
 
 
 def _stage(item: Any, where: str) -> Stage:
@@ -190,25 +196,28 @@ class Facts:
         first = _earliest(self.first_touch, mark)
         if (first, last, engaged) == (self.first_touch, self.last_touch_at, self.engaged):
             return self
-        # Not dataclasses.replace: this runs for every event, and replace costs several times more.
+        # Not dataclasses.replace (nor in `ordered`, `refunded`): this runs for every event, and
+        # replace costs several times more.
         return Facts(first, last, engaged, self.orders, self.refunds, self.reset)
 
     def ordered(self, order: Order) -> Facts:
         """These facts after an order (also a touch). The same order_id twice is one order: the
         earliest message for it wins, whatever the arrival order."""
-        touched = self.touched(order.mark)
+        t = self.touched(order.mark)
         same = [o for o in self.orders if o.order_id == order.order_id]
         if same and same[0].mark <= order.mark:
-            return touched
+            return t
         others = [o for o in self.orders if o.order_id != order.order_id]
-        return replace(touched, orders=tuple(sorted([*others, order], key=_mark)))
+        orders = tuple(sorted([*others, order], key=_mark))
+        return Facts(t.first_touch, t.last_touch_at, t.engaged, orders, t.refunds, t.reset)
 
     def refunded(self, refund: Refund) -> Facts:
         """These facts after a refund (also a touch); the same message twice is one refund."""
-        touched = self.touched(refund.mark)
+        t = self.touched(refund.mark)
         if any(r.mark.message_id == refund.mark.message_id for r in self.refunds):
-            return touched
-        return replace(touched, refunds=tuple(sorted([*self.refunds, refund], key=_mark)))
+            return t
+        refunds = tuple(sorted([*self.refunds, refund], key=_mark))
+        return Facts(t.first_touch, t.last_touch_at, t.engaged, t.orders, refunds, t.reset)
 
     def merged(self, other: Facts) -> Facts:
         """One customer's facts from two profiles' (identity merge); order-free as well."""

@@ -24,7 +24,7 @@ RULES = build_engine(settings_for("unused:9092", "sqlite://")).rules
 
 def run(batches: Iterable[Sequence[Touchpoint]], state: State | None = None) -> State:
     """Fold batches as the consumer does: a message seen before is dropped, then each batch's
-    journeys are chosen as `queries.load` chooses them."""
+    journeys are chosen, and their touch windows found, as `queries.load` does."""
     state = state or fold.empty()
     seen: set[str] = set()
     for batch in batches:
@@ -34,6 +34,7 @@ def run(batches: Iterable[Sequence[Touchpoint]], state: State | None = None) -> 
                 seen.add(event.message_id)
                 fresh.append(event)
         state.journeys = fold.plan(RULES, state, fresh)
+        fold.touch_windows(RULES, state, fresh)  # leaves the state as it was, but its cache
         state, _ = fold.fold(RULES, state, fresh)
     return state
 
