@@ -1,18 +1,13 @@
-"""The lifecycle consumer, outbox relay and erasure worker, with or without the HTTP API;
-without it: `touchline consume lifecycle` or `python -m services.lifecycle.consumer`."""
+"""The lifecycle consumer and its workers, with or without the HTTP API; without it:
+`touchline consume lifecycle` or `python -m services.lifecycle.consumer`."""
 
 import sys
 
-from services.lifecycle.erasure import erase_from_topic
 from services.lifecycle.handlers import build_engine
-from services.lifecycle.outbox import relay
+from services.lifecycle.workers import WORKERS
 from shared.consumer_loop import Handler
-from shared.privacy import erasure_worker
-from shared.runtime import Worker
 from shared.service import ConsumerSpec, run_consumer
 from shared.settings import Settings
-
-WORKERS: list[Worker] = [relay, erasure_worker(erase_from_topic)]
 
 
 def handler(settings: Settings) -> Handler:

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.lifecycle.api import create_app
 from services.lifecycle.handlers import build_engine
-from services.lifecycle.outbox import relay
 from services.lifecycle.tables import lifecycle_customers, lifecycle_outbox
+from services.lifecycle.workers import relay
 from shared.events import STAGE_CHANGES, all_topics
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, ensure_topics
 from shared.outbox import relay_once
