@@ -374,6 +374,8 @@ def _fold(
     if record is None:
         _add_touches(state, graph, by_owner)
     journey_profiles = [profiles[c] for c in needs_journey if c in profiles]
+    if record is not None:  # only stored touches need a window (see touch_windows)
+        journey_profiles = [p for p in journey_profiles if p.customer_id in state.journeys]
     _journeys(rules, state, journey_profiles, stored, touched_at, merged, writes, record)
     if record is not None:
         return state, writes
@@ -486,23 +488,32 @@ def _journeys(
         for p in profiles:
             changes(p, _recorder(record.setdefault(p.customer_id, [])))
         return
+    # Plain loops below, not comprehensions: this runs for every journey a batch moves, and a
+    # comprehension costs a function call each (Python 3.11).
     for p in profiles:
-        rows = state.touches.get(p.customer_id, [])
-        change = changes(p, _paths(rules, [Touch(at, channel) for at, _, channel in rows]))
+        change = changes(p, _paths(rules, state.touches.get(p.customer_id, ())))
         own = stored.get(p.customer_id, [])
         if rewrite_funnel or p.customer_id in merged:
             moved = set(rules.model.names)
         else:
             moved = _moved_stages(change, own)
-        writes.stale += [(p.customer_id, stage) for stage in sorted(moved)]
-        writes.funnel += _funnel(p, wanted[p.customer_id], own, change, moved)
-        writes.inserts += [NewTransition(p.customer_id, t, path) for t, path in change.insert]
-        writes.updates += [(row_id, t, encode_path(path)) for row_id, t, path in change.update]
+        if moved:
+            writes.stale += [(p.customer_id, stage) for stage in sorted(moved)]
+            writes.funnel += _funnel(p, wanted[p.customer_id], own, change, moved)
+        latest = None
+        for t, path in change.insert:
+            writes.inserts.append(NewTransition(p.customer_id, t, path))
+            latest = t.mark.at if latest is None else max(latest, t.mark.at)
+        gone = set(change.delete)
+        for row_id, t, path in change.update:
+            writes.updates.append((row_id, t, encode_path(path)))
+            latest = t.mark.at if latest is None else max(latest, t.mark.at)
+            gone.add(row_id)
         writes.deletes += change.delete
-        gone = set(change.delete) | {row_id for row_id, _, _ in change.update}
-        times = [s.mark.at for s in own if s.id not in gone]
-        times += [t.mark.at for t, _ in change.insert] + [t.mark.at for _, t, _ in change.update]
-        p.last_transition_at = max(times, default=None)
+        for s in own:
+            if s.id not in gone and (latest is None or s.mark.at > latest):
+                latest = s.mark.at
+        p.last_transition_at = latest
         stage = current_stage(rules.model, p.facts)
         if stage is not None:
             p.stage, p.stage_entered_at = stage
@@ -510,12 +521,22 @@ def _journeys(
         p.order_count, p.revenue, p.last_order_at = len(f.orders), f.revenue, f.last_order_at
 
 
-def _paths(rules: Rules, touches: Sequence[Touch]) -> Callable[[datetime], Path]:
-    return lambda at: touch_path(touches, at, rules.lookback, rules.path_limit)
+def _paths(rules: Rules, rows: Sequence[TouchRow]) -> Callable[[datetime], Path]:
+    """A customer's touch paths from its touch rows (made touches only once a path is asked)."""
+    touches: list[Touch] = []
+
+    def path_of(at: datetime) -> Path:
+        if not touches:
+            touches.extend([Touch(when, channel) for when, _, channel in rows])
+        return touch_path(touches, at, rules.lookback, rules.path_limit)
+
+    return path_of
 
 
 def _moved_stages(change: Changes, stored: Sequence[Stored]) -> set[str]:
     """Stages whose live entry `change` adds, moves or removes."""
+    if not (change.insert or change.update or change.delete):
+        return set()
     gone = set(change.delete)
     return (
         {t.to_stage for t, _ in change.insert if t.kind == STAGE}
