@@ -14,6 +14,7 @@ import httpx
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from shared.api import ReadAccess, error_responses
+from shared.events import CHANNELS
 from shared.runtime import ConsumerService
 from shared.settings import Settings
 
@@ -48,10 +49,12 @@ for _path, (_name, _type) in PAGE_FILES.items():
 
 @reads.get("/live")
 def live(request: Request) -> dict[str, object]:
-    """Events applied per channel by this instance's consumer since it started (the page turns
-    two readings into a rate), and its backlog: events not applied yet, age of the oldest."""
+    """Events applied per channel (every channel, in their order) by this instance's consumer
+    since it started (the page turns two readings into a rate), and its backlog: events not
+    applied yet, age of the oldest."""
     service: ConsumerService = request.app.state.service
-    applied = dict(service.loop.stats.by_channel) if service.loop else {}
+    counted = service.loop.stats.by_channel if service.loop else {}
+    applied = {channel: counted.get(channel, 0) for channel in CHANNELS}  # all, in their order
     return {
         "at": datetime.now(UTC).isoformat(),
         "applied": applied,

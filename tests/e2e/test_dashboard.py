@@ -14,6 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from shared.events import CHANNELS
 from shared.settings import DEV_READ_TOKEN
 from tests.e2e.conftest import TOUCHLINE, Stack
 from tests.support.pipeline import ready, wait_for
@@ -21,7 +22,6 @@ from tests.support.pipeline import ready, wait_for
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(os.environ.get("TOUCHLINE_TEST_ARTIFACTS", Path(__file__).parents[2] / "var"))
-CHANNELS = ["web", "email", "mobile", "social", "other"]
 
 
 def cells(page: Page, table: str) -> dict[str, list[str]]:

@@ -14,13 +14,12 @@ from sqlalchemy import Table, select
 
 from shared.consumer_loop import Handler
 from shared.db import make_engine
-from shared.events import TOUCHPOINTS, Touchpoint
+from shared.events import CHANNELS, TOUCHPOINTS, Touchpoint
 from shared.kafka import OutgoingMessage, Publisher, Record, Subscription
 from shared.runtime import ConsumerService
 from shared.settings import Settings
 
 T = TypeVar("T")
-CHANNELS = ("web", "email", "mobile", "social", "other")
 
 
 def settings_for(bootstrap: str, database_url: str, **overrides: object) -> Settings:
@@ -61,7 +60,7 @@ def make_touchpoints(customers: int, per_customer: int) -> list[Touchpoint]:
             type="track",
             event="Product Viewed",
             user_id=f"{run}-customer-{c}",
-            channel=CHANNELS[(c + n) % len(CHANNELS)],  # type: ignore[arg-type]
+            channel=CHANNELS[(c + n) % len(CHANNELS)],
             source="test",
             timestamp=start + timedelta(minutes=7 * n + c),
             received_at=start,

@@ -6,9 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.scoring.touch_summary import summarise
-from shared.events import Touchpoint
+from shared.events import CHANNELS, Touchpoint
 
-CHANNELS = ("web", "email", "mobile", "social", "other")
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 touchpoints = st.lists(

@@ -2,8 +2,11 @@
 // The read token lives in sessionStorage (this tab only); it is sent as a bearer token.
 "use strict";
 
-const CHANNELS = ["web", "email", "mobile", "social", "other"];
-const COLORS = { web: "#2f6fed", email: "#e3a008", mobile: "#16a34a", social: "#db2777", other: "#6b7385" };
+// The channels come from the API (every report lists them all, in one order); each gets the
+// colour of its place in that order.
+const PALETTE = ["#2f6fed", "#e3a008", "#16a34a", "#db2777", "#6b7385"];
+let channels = [];
+const color = (channel) => PALETTE[channels.indexOf(channel)] || "#6b7385";
 const REFRESH_MS = 15000;
 const $ = (id) => document.getElementById(id);
 let stages = [];
@@ -88,7 +91,8 @@ async function loadConversion(range, mine) {
     el("td", {}, percent(r.rate)), el("td", {}, duration(r.median_seconds)), el("td", {}, duration(r.p90_seconds)),
     el("td", {}, number(r.credited_conversions, 2)), el("td", {}, number(r.credited_revenue, 2)));
   table.tBodies[0].replaceChildren(...report.channels.map((r) => row(r)), row(report.total, "total"));
-  bars($("conversion-chart"), report.channels.map((r) => [`${r.channel} (credited)`, r.credited_conversions, COLORS[r.channel]]),
+  channels = report.channels.map((r) => r.channel);
+  bars($("conversion-chart"), report.channels.map((r) => [`${r.channel} (credited)`, r.credited_conversions, color(r.channel)]),
     (v) => number(v, 1));
 }
 
@@ -99,7 +103,8 @@ async function loadFunnel(range, mine) {
   const table = $("funnel-table");
   table.tHead.replaceChildren(el("tr", {}, el("th", {}, "channel"),
     ...funnel.steps.map((s) => el("th", {}, `${s.from_stage} → ${s.to_stage}`))));
-  const rows = [...CHANNELS, "total"].map((channel) => el("tr", { "data-channel": channel, class: channel === "total" ? "total" : "" },
+  const names = funnel.steps.length ? funnel.steps[0].channels.map((c) => c.channel) : [];
+  const rows = [...names, "total"].map((channel) => el("tr", { "data-channel": channel, class: channel === "total" ? "total" : "" },
     el("td", {}, channel),
     ...funnel.steps.map((s) => {
       const r = channel === "total" ? s.total : s.channels.find((c) => c.channel === channel);
@@ -220,7 +225,7 @@ async function loadLive() {
   const now = await api("/v1/live");
   if (liveBefore) {
     const seconds = (Date.parse(now.at) - Date.parse(liveBefore.at)) / 1000;
-    bars($("live-chart"), CHANNELS.map((c) => [c, Math.max(0, ((now.applied[c] || 0) - (liveBefore.applied[c] || 0)) / seconds), COLORS[c]]),
+    bars($("live-chart"), Object.keys(now.applied).map((c) => [c, Math.max(0, (now.applied[c] - (liveBefore.applied[c] || 0)) / seconds), color(c)]),
       (v) => `${v.toFixed(1)}/s`);
     $("live-chart").classList.remove("muted");
   }
