@@ -51,6 +51,7 @@ function bars(target, rows, format = (v) => number(v)) {
   const max = Math.max(1e-9, ...rows.map((r) => r[1]));
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${rows.length * height + 4}`);
+  svg.setAttribute("class", "bars");
   rows.forEach(([label, value, color], i) => {
     const y = i * height + 2;
     const name = document.createElementNS(ns, "text");
