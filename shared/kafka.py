@@ -237,7 +237,10 @@ class Subscription:
 
 class TopicReader:
     """Reads every partition of one topic from its beginning, with no consumer group (each reader
-    sees the whole topic): for state built from a topic, like ingest's suppression list."""
+    sees the whole topic): for state built from a topic, like ingest's suppression list.
+
+    Where a partition ends comes from the fetches' high watermarks: the embedded broker's
+    ListOffsets answers the start of the last record batch instead of the end of the partition."""
 
     def __init__(self, bootstrap: str, topic: str, *, client_id: str) -> None:
         self._topic = topic
@@ -250,40 +253,55 @@ class TopicReader:
             request_timeout_ms=10_000,
             **security(),
         )
-        self._end: dict[TopicPartition, int] | None = None
+        self._exists: bool | None = None  # unknown until the topic was first looked up
 
     def poll(self, timeout_ms: int) -> list[bytes]:
         """The next values; assigns the topic's partitions once the topic exists."""
         if not self._consumer.assignment():
             partitions = self._consumer.partitions_for_topic(self._topic)
-            if not partitions:
-                self._end = {}  # no topic yet: nothing was ever written to it
+            self._exists = bool(partitions)
+            if not partitions:  # no topic yet: nothing was ever written to it
                 time.sleep(timeout_ms / 1000)
                 return []
-            assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-            self._consumer.assign(assigned)
-            self._consumer.seek_to_beginning(*assigned)
-            self._end = self._consumer.end_offsets(assigned)
+            self._read_from_start(partitions)
         batches = self._consumer.poll(timeout_ms=timeout_ms)
         return [m.value for messages in batches.values() for m in messages]
 
+    def _read_from_start(self, partitions: Iterable[int]) -> None:
+        assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        self._consumer.assign(assigned)
+        self._consumer.seek_to_beginning(*assigned)
+
     def rewind_if_replaced(self) -> bool:
-        """Read from the start again when a partition ends before the position reached: the broker
-        restarted without its log, and the new one would be skipped. True if so."""
-        assigned = list(self._consumer.assignment())
+        """Read from the start again when the topic is not the one being read: a partition ended
+        before the position reached (the broker restarted without its log, and the new one would
+        be skipped), or its partitions changed (a recreated or grown topic). True if so."""
+        assigned = self._consumer.assignment()
         if not assigned:
             return False
-        ends = self._consumer.end_offsets(assigned)
-        if all(self._consumer.position(tp) <= ends[tp] for tp in assigned):
+        partitions = self._consumer.partitions_for_topic(self._topic)
+        if partitions and partitions != {tp.partition for tp in assigned}:
+            self._read_from_start(partitions)
+            return True
+        if all(self._consumer.position(tp) <= self._end(tp) for tp in assigned):
             return False
         self._consumer.seek_to_beginning(*assigned)
         return True
 
     def caught_up(self) -> bool:
-        """True once everything that was on the topic when it was first read has been read."""
-        if self._end is None:
-            return False
-        return all(self._consumer.position(tp) >= end for tp, end in self._end.items())
+        """True once every partition has been read to the end its last fetch reported (or the
+        topic did not exist when first looked up)."""
+        if self._exists is False:
+            return True
+        assigned = self._consumer.assignment()
+        return bool(assigned) and all(
+            self._consumer.position(tp) >= self._end(tp) for tp in assigned
+        )
+
+    def _end(self, tp: TopicPartition) -> float:
+        """The end of the partition as its last fetch saw it (unbounded before any fetch)."""
+        end = self._consumer.highwater(tp)
+        return float("inf") if end is None else end
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)

@@ -1,5 +1,6 @@
 """The erasure readers read the new log after the embedded broker lost its own: an erasure sent
-right after a broker crash is applied by every service and suppressed at ingest."""
+right after a broker crash is applied by every service and suppressed at ingest. Ingest's reader
+reads the topic once while the broker keeps it, and reads partitions added later."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.ingest.suppressions import SuppressionList
 from shared.db import make_engine, make_session_factory
-from shared.events import Erasure, all_topics
-from shared.kafka import Publisher, committed_offsets, ensure_topics
+from shared.events import ERASURES, Erasure, all_topics
+from shared.kafka import Publisher, TopicReader, committed_offsets, ensure_topics
 from shared.privacy import erasure, erasure_worker
 from shared.settings import Settings
 from tests.support.pipeline import settings_for, wait_for
@@ -37,10 +38,17 @@ def send(bootstrap: str, ids: list[str]) -> None:
         publisher.close()
 
 
-def restart_empty(broker: EmbeddedBroker) -> None:
+def restart_empty(broker: EmbeddedBroker, partitions: int = 3) -> None:
     broker.stop()
     broker.start()  # memory only: it comes back empty, committed offsets included
-    ensure_topics(broker.bootstrap, all_topics(), partitions=3)
+    ensure_topics(broker.bootstrap, all_topics(), partitions=partitions)
+
+
+@dataclass
+class Ids:
+    user_id: str | None
+    anonymous_id: str | None = None
+    previous_id: str | None = None
 
 
 @contextmanager
@@ -82,12 +90,6 @@ def test_a_service_applies_an_erasure_sent_right_after_the_broker_lost_its_log(
 def test_ingest_suppresses_an_id_erased_right_after_the_broker_lost_its_log(
     own_broker: EmbeddedBroker,
 ) -> None:
-    @dataclass
-    class Ids:
-        user_id: str | None
-        anonymous_id: str | None = None
-        previous_id: str | None = None
-
     suppressions = SuppressionList(own_broker.bootstrap)
     suppressions.start()
     try:
@@ -105,3 +107,45 @@ def test_ingest_suppresses_an_id_erased_right_after_the_broker_lost_its_log(
         )
     finally:
         suppressions.stop()
+
+
+def test_ingest_reads_every_partition_of_an_erasures_topic_that_came_back_with_more(
+    own_broker: EmbeddedBroker,
+) -> None:
+    after = [f"after-{i}" for i in range(40)]  # keyed by id: some land on the fourth partition
+    suppressions = SuppressionList(own_broker.bootstrap)
+    suppressions.start()
+    try:
+        send(own_broker.bootstrap, ["before"])
+        wait_for(lambda: suppressions.suppressed(Ids("before")), bool, 60, "the first erasure")
+        restart_empty(own_broker, partitions=4)
+        send(own_broker.bootstrap, after)
+        wait_for(
+            lambda: [i for i in after if not suppressions.suppressed(Ids(i))],
+            lambda missed: not missed,
+            60,
+            "every id erased after",
+        )
+    finally:
+        suppressions.stop()
+
+
+def test_ingest_reads_the_erasures_once_while_the_broker_keeps_its_log(
+    own_broker: EmbeddedBroker,
+) -> None:
+    """One send is one record batch per partition, and the embedded broker's ListOffsets answers
+    the start of a partition's last batch: a reader trusting it as the end took its position for
+    one past a lost log, and read the whole topic again every second."""
+    send(own_broker.bootstrap, [f"erased-{i}" for i in range(BEFORE)])
+    reader = TopicReader(own_broker.bootstrap, ERASURES, client_id="test-reader")
+    try:
+        read = wait_for(
+            lambda: len(reader.poll(timeout_ms=200)), lambda n: n > 0, 30, "the erasures"
+        )
+        while not reader.caught_up():
+            read += len(reader.poll(timeout_ms=200))
+        assert read == BEFORE
+        assert not reader.rewind_if_replaced()
+        assert reader.poll(timeout_ms=500) == []
+    finally:
+        reader.close()
