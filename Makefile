@@ -3,6 +3,15 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Test workers (pytest-xdist); the tests marked `wall_clock` then run alone.
+WORKERS ?= 2
+
+# The tests of marker expression $(1): on $(WORKERS) workers, then alone those asserting a bound
+# in seconds (pytest's exit code 5 is "none selected").
+define run_tests
+	$(BIN)/pytest -n $(WORKERS) -m "($(1)) and not wall_clock"
+	$(BIN)/pytest -m "($(1)) and wall_clock" || [ $$? -eq 5 ]
+endef
 
 # The JavaScript SDKs of the SDK matrix (tests/e2e/test_sdks.py), at the versions in the lock file.
 SDKS := tests/sdks
@@ -48,17 +57,17 @@ typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 pytest: $(VENV)/.installed-test $(SDKS)/node_modules/.installed
-	$(BIN)/pytest
+	$(call run_tests,unit or integration or e2e)
 
 # One tier at a time (markers set from the test's directory by tests/conftest.py).
 test-unit: $(VENV)/.installed-test
-	$(BIN)/pytest -m unit
+	$(call run_tests,unit)
 
 test-integration: $(VENV)/.installed-test system-deps
-	$(BIN)/pytest -m integration
+	$(call run_tests,integration)
 
 test-e2e: $(VENV)/.installed-test system-deps $(SDKS)/node_modules/.installed
-	$(BIN)/pytest -m e2e
+	$(call run_tests,e2e)
 
 bench: $(VENV)/.installed-test system-deps
 	$(BIN)/python -m bench.run_all

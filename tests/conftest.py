@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from shared.events import all_topics
 from shared.kafka import ensure_topics
@@ -18,6 +19,11 @@ from touchline.broker import EmbeddedBroker, free_port
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TIERS = ("unit", "integration", "e2e")  # tests/<tier>/: `make test-<tier>` selects by marker
+
+# No per-example deadline: speed is measured by the benchmarks, and tests share the machine's
+# cores with another worker (`make test` runs two).
+settings.register_profile("touchline", deadline=None)
+settings.load_profile("touchline")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -25,7 +25,7 @@ from shared.settings import DEV_ADMIN_TOKEN, DEV_WRITE_KEY
 from tests.e2e.conftest import Stack, ctrl_c
 from tests.support.pipeline import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.wall_clock]
 
 # The acceptance figure is 60 s of load; a shorter run checks the same things.
 LOAD_S = float(os.environ.get("TOUCHLINE_TEST_ERASURE_LOAD_S", "60"))

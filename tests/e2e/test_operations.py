@@ -206,6 +206,7 @@ def test_a_killed_consumer_is_restarted_and_nothing_is_lost_or_counted_twice(
     assert ctrl_c(process) == 0
 
 
+@pytest.mark.wall_clock
 def test_readyz_turns_503_within_5s_when_the_broker_dies_or_the_database_is_locked(
     stack: tuple[Stack, subprocess.Popen[bytes]],
 ) -> None:

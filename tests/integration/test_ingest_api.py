@@ -268,6 +268,7 @@ def test_cors_preflight_allows_browser_beacons(client: TestClient) -> None:
     assert response.headers["access-control-allow-origin"] in ("*", "https://shop.example.com")
 
 
+@pytest.mark.wall_clock
 def test_broker_down_gives_bounded_503_then_recovers_without_restart(
     own_broker: EmbeddedBroker,
 ) -> None:

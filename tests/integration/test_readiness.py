@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
@@ -36,6 +37,7 @@ from touchline.broker import EmbeddedBroker
 
 LIFECYCLE = build_engine(settings_for("unused:9092", "sqlite://")).apply
 DETECT_S = 5.0  # the promise: not ready within this long
+pytestmark = pytest.mark.wall_clock
 
 
 STALL = {"consumer_stall_s": 2.0}  # a stuck handler is noticed quickly
