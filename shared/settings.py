@@ -63,6 +63,14 @@ class KafkaSecurity(BaseSettings):
         return options
 
 
+EMBEDDED_MIN_PARTITIONS = 4
+"""The partitions the embedded broker gives a topic it creates on its own. After a restart it
+creates a missing topic on any client's request for it (a consumer group's offset lookup as it
+rejoins) before the stack creates it; with fewer partitions configured, the group kept its old
+assignment and never read the extra partition (kafka-python did not rebalance, although its
+metadata had it). With at least as many, every partition of such a topic is assigned."""
+
+
 class Settings(BaseSettings):
     """One settings object for all services; each reads what it needs.
 
@@ -145,6 +153,11 @@ class Settings(BaseSettings):
             self.admin_token = self.admin_token or DEV_ADMIN_TOKEN
             if self.max_poll_interval_ms == 300_000:
                 self.max_poll_interval_ms = 6000
+            if self.topic_partitions < EMBEDDED_MIN_PARTITIONS:
+                raise ValueError(
+                    f"TOUCHLINE_TOPIC_PARTITIONS must be at least {EMBEDDED_MIN_PARTITIONS} with "
+                    "the embedded broker: a topic it recreates after a restart has that many"
+                )
         self.scoring_url = self.scoring_url or f"http://127.0.0.1:{self.scoring_port}"
         if (self.topic_min_insync_replicas or 0) > self.topic_replication_factor:
             raise ValueError(

@@ -14,6 +14,7 @@ from hypothesis import settings
 from shared.events import all_topics
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade
+from shared.settings import EMBEDDED_MIN_PARTITIONS
 from tests.support.postgres import PostgresCluster, find_pg_bin
 from touchline.broker import EmbeddedBroker, free_port
 
@@ -42,7 +43,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
     consumer groups and customer ids, so they do not see each other's effects)."""
     b = EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker") / "broker.log")
     b.start()
-    ensure_topics(b.bootstrap, all_topics(), partitions=3)
+    ensure_topics(b.bootstrap, all_topics(), partitions=EMBEDDED_MIN_PARTITIONS)
     yield b
     b.stop()
 
@@ -52,7 +53,7 @@ def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     """A broker of the test's own, for tests that stop and restart it."""
     b = EmbeddedBroker(free_port(), tmp_path / "own-broker.log")
     b.start()
-    ensure_topics(b.bootstrap, all_topics(), partitions=3)
+    ensure_topics(b.bootstrap, all_topics(), partitions=EMBEDDED_MIN_PARTITIONS)
     yield b
     b.stop()
 

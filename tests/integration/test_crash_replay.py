@@ -20,6 +20,7 @@ from shared.db import make_engine, processed_messages
 from shared.events import all_topics
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade
+from shared.settings import EMBEDDED_MIN_PARTITIONS
 from tests.support.pipeline import publish, settings_env, wait_for
 from tests.support.traffic import mixed_traffic
 from touchline.broker import EmbeddedBroker, free_port
@@ -36,7 +37,7 @@ def own_broker_at(log: Path) -> Iterator[EmbeddedBroker]:
     broker = EmbeddedBroker(free_port(), log)
     broker.start()
     try:
-        ensure_topics(broker.bootstrap, all_topics(), partitions=3)
+        ensure_topics(broker.bootstrap, all_topics(), partitions=EMBEDDED_MIN_PARTITIONS)
         yield broker
     finally:
         broker.stop()

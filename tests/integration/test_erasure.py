@@ -29,6 +29,7 @@ from shared.events import ERASURES, TOUCHPOINTS, Erasure, all_topics, dlq
 from shared.kafka import OutgoingMessage, Publisher, consumer_lags, ensure_topics
 from shared.privacy import erasure, id_hash, suppressions
 from shared.runtime import ConsumerService
+from shared.settings import EMBEDDED_MIN_PARTITIONS
 from tests.support.lifecycle import day, identify, order, touch
 from tests.support.pipeline import publish, read_topic, settings_for, wait_for
 from touchline.broker import EmbeddedBroker
@@ -272,7 +273,8 @@ def test_scoring_erasure_waits_in_the_outbox_while_the_broker_is_down_and_goes_o
             assert scalar(sqlite_url, select(func.count()).select_from(lifecycle_ids).where(known))
         finally:
             own_broker.start()
-            ensure_topics(own_broker.bootstrap, all_topics(), partitions=3)  # memory-only broker
+            # the memory-only broker came back without its topics
+            ensure_topics(own_broker.bootstrap, all_topics(), partitions=EMBEDDED_MIN_PARTITIONS)
         # The relay publishes it once the broker is back; lifecycle erases the customer too.
         wait_for(lambda: outbox_empty(sqlite_url), bool, 60, "the outbox to be relayed")
         wait_for(lambda: user in everything(sqlite_url), lambda found: not found, 60, "erasure")

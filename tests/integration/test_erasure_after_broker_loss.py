@@ -16,7 +16,7 @@ from shared.db import make_engine, make_session_factory
 from shared.events import ERASURES, Erasure, all_topics
 from shared.kafka import Publisher, TopicReader, committed_offsets, ensure_topics
 from shared.privacy import erasure, erasure_worker
-from shared.settings import Settings
+from shared.settings import EMBEDDED_MIN_PARTITIONS, Settings
 from tests.support.pipeline import settings_for, wait_for
 from touchline.broker import EmbeddedBroker
 
@@ -38,7 +38,7 @@ def send(bootstrap: str, ids: list[str]) -> None:
         publisher.close()
 
 
-def restart_empty(broker: EmbeddedBroker, partitions: int = 3) -> None:
+def restart_empty(broker: EmbeddedBroker, partitions: int = EMBEDDED_MIN_PARTITIONS) -> None:
     broker.stop()
     broker.start()  # memory only: it comes back empty, committed offsets included
     ensure_topics(broker.bootstrap, all_topics(), partitions=partitions)
@@ -112,13 +112,13 @@ def test_ingest_suppresses_an_id_erased_right_after_the_broker_lost_its_log(
 def test_ingest_reads_every_partition_of_an_erasures_topic_that_came_back_with_more(
     own_broker: EmbeddedBroker,
 ) -> None:
-    after = [f"after-{i}" for i in range(40)]  # keyed by id: some land on the fourth partition
+    after = [f"after-{i}" for i in range(40)]  # keyed at random: some on the new partition
     suppressions = SuppressionList(own_broker.bootstrap)
     suppressions.start()
     try:
         send(own_broker.bootstrap, ["before"])
         wait_for(lambda: suppressions.suppressed(Ids("before")), bool, 60, "the first erasure")
-        restart_empty(own_broker, partitions=4)
+        restart_empty(own_broker, partitions=EMBEDDED_MIN_PARTITIONS + 1)
         send(own_broker.bootstrap, after)
         wait_for(
             lambda: [i for i in after if not suppressions.suppressed(Ids(i))],
@@ -139,12 +139,14 @@ def test_ingest_reads_the_erasures_once_while_the_broker_keeps_its_log(
     send(own_broker.bootstrap, [f"erased-{i}" for i in range(BEFORE)])
     reader = TopicReader(own_broker.bootstrap, ERASURES, client_id="test-reader")
     try:
-        read = wait_for(
-            lambda: len(reader.poll(timeout_ms=200)), lambda n: n > 0, 30, "the erasures"
-        )
-        while not reader.caught_up():
-            read += len(reader.poll(timeout_ms=200))
-        assert read == BEFORE
+        read: list[bytes] = []
+
+        def caught_up() -> bool:
+            read.extend(reader.poll(timeout_ms=200))
+            return reader.caught_up()
+
+        wait_for(caught_up, bool, 30, "the reader to catch up")
+        assert len(read) == BEFORE
         assert not reader.rewind_if_replaced()
         assert reader.poll(timeout_ms=500) == []
     finally:

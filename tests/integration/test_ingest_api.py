@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from services.ingest.api import create_app
 from shared.events import REJECTED, TOUCHPOINTS, RejectedEvent, Touchpoint, all_topics
 from shared.kafka import ensure_topics
+from shared.settings import EMBEDDED_MIN_PARTITIONS
 from tests.support.pipeline import read_topic, ready, settings_env, settings_for, wait_for
 from touchline.broker import EmbeddedBroker, free_port
 
@@ -287,7 +288,8 @@ def test_broker_down_gives_bounded_503_then_recovers_without_restart(
         assert c.get("/readyz").status_code == 503
 
         own_broker.start()
-        ensure_topics(own_broker.bootstrap, all_topics(), partitions=3)  # memory-only broker
+        # the memory-only broker came back without its topics
+        ensure_topics(own_broker.bootstrap, all_topics(), partitions=EMBEDDED_MIN_PARTITIONS)
         user = uid()
         wait_for(
             lambda: c.post("/v1/track", json={"userId": user, "event": "E"}, auth=AUTH).status_code,

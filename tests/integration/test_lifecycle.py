@@ -25,6 +25,7 @@ from shared.events import STAGE_CHANGES, all_topics
 from shared.kafka import BrokerUnavailable, OutgoingMessage, Publisher, ensure_topics
 from shared.outbox import relay_once
 from shared.runtime import ConsumerService
+from shared.settings import EMBEDDED_MIN_PARTITIONS
 from tests.support import cdnow_events
 from tests.support.cdnow import transactions
 from tests.support.lifecycle import day, feed, identify, order, refund, sessions, touch
@@ -179,7 +180,7 @@ def test_transitions_wait_in_the_outbox_while_the_broker_is_down(
             with db() as session:  # rolled back: still queued
                 assert session.scalar(select(func.count()).select_from(lifecycle_outbox)) == 3
             own_broker.start()
-            ensure_topics(own_broker.bootstrap, all_topics(), partitions=3)
+            ensure_topics(own_broker.bootstrap, all_topics(), partitions=EMBEDDED_MIN_PARTITIONS)
             wait_for(lambda: _relay(db, publisher), lambda n: n == 3, 60, "the relay to recover")
             with db() as session:
                 assert session.scalar(select(func.count()).select_from(lifecycle_outbox)) == 0
@@ -234,7 +235,7 @@ def test_on_sqlite_a_relay_waiting_for_the_broker_blocks_no_other_writer(
             assert outbox_size(db) == 4  # nothing taken out
         finally:
             own_broker.start()
-        ensure_topics(own_broker.bootstrap, all_topics(), partitions=3)
+        ensure_topics(own_broker.bootstrap, all_topics(), partitions=EMBEDDED_MIN_PARTITIONS)
         try:  # released on failure: the next round publishes every row, once
             wait_for(lambda: _relay(db, publisher), lambda n: n == 4, 60, "the relay to recover")
             assert outbox_size(db) == 0

@@ -24,6 +24,7 @@ from shared.health import Check
 from shared.kafka import ensure_topics
 from shared.metrics import LOG_LOST
 from shared.runtime import ConsumerService
+from shared.settings import EMBEDDED_MIN_PARTITIONS
 from tests.support.pipeline import (
     make_touchpoints,
     publish,
@@ -97,7 +98,7 @@ def test_broker_gone_is_not_ready_within_5s_then_the_lost_log_is_reported(
         assert "did not answer" in reason
 
         own_broker.start()  # memory only: it comes back empty, committed offsets included
-        ensure_topics(own_broker.bootstrap, all_topics(), partitions=3)
+        ensure_topics(own_broker.bootstrap, all_topics(), partitions=EMBEDDED_MIN_PARTITIONS)
         later = make_touchpoints(customers=5, per_customer=2)
         publish(own_broker.bootstrap, later)  # at once: the consumer's old positions are past them
         notices = wait_for(lambda: service.health.notices, bool, 30, "the lost log noticed")

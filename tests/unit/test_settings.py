@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from shared import kafka
 from shared.events import ERASURES, TOUCHPOINTS, all_topics
-from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY, Settings
+from shared.settings import DEV_READ_TOKEN, DEV_WRITE_KEY, EMBEDDED_MIN_PARTITIONS, Settings
 from touchline import cli
 
 
@@ -49,6 +49,19 @@ def test_embedded_mode_has_local_defaults_under_the_data_dir(
     assert settings.read_token_list == [DEV_READ_TOKEN]
     assert settings.max_poll_interval_ms < 10_000  # the embedded broker delays JoinGroup by it
     assert settings.data_dir == Path("/tmp/stack-b")
+
+
+def test_embedded_mode_refuses_fewer_partitions_than_a_recreated_topic_has(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TOUCHLINE_EMBEDDED", "true")
+    monkeypatch.setenv("TOUCHLINE_TOPIC_PARTITIONS", str(EMBEDDED_MIN_PARTITIONS - 1))
+    with pytest.raises(ValidationError, match="TOUCHLINE_TOPIC_PARTITIONS must be at least"):
+        Settings()
+    monkeypatch.setenv("TOUCHLINE_TOPIC_PARTITIONS", str(EMBEDDED_MIN_PARTITIONS))
+    assert Settings().topic_partitions == EMBEDDED_MIN_PARTITIONS
+    monkeypatch.delenv("TOUCHLINE_EMBEDDED")
+    assert production(monkeypatch, TOUCHLINE_TOPIC_PARTITIONS="1").topic_partitions == 1
 
 
 def test_environment_wins_over_embedded_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
