@@ -251,9 +251,11 @@ class TopicReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # a position the log no longer has: its start
             request_timeout_ms=10_000,
+            metadata_max_age_ms=5_000,  # a recreated topic is seen within seconds
             **security(),
         )
         self._exists: bool | None = None  # unknown until the topic was first looked up
+        self._topic_id: object = None  # the broker's id of the topic being read
 
     def poll(self, timeout_ms: int) -> list[bytes]:
         """The next values; assigns the topic's partitions once the topic exists."""
@@ -271,16 +273,28 @@ class TopicReader:
         assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         self._consumer.assign(assigned)
         self._consumer.seek_to_beginning(*assigned)
+        self._topic_id = self._metadata_topic_id()
+
+    def _metadata_topic_id(self) -> object:
+        """The topic's id in the client's metadata (None from brokers older than Kafka 2.8)."""
+        return self._consumer._cluster.topic_id(self._topic)
 
     def rewind_if_replaced(self) -> bool:
-        """Read from the start again when the topic is not the one being read: a partition ended
-        before the position reached (the broker restarted without its log, and the new one would
-        be skipped), or its partitions changed (a recreated or grown topic). True if so."""
+        """Read from the start again when the topic is not the one being read: it has another id
+        or other partitions (the broker restarted without its log and the topic was made again:
+        positions in the old log would skip the start of the new one), or, from brokers without
+        topic ids, a partition ended before the position reached. True if so."""
         assigned = self._consumer.assignment()
         if not assigned:
             return False
         partitions = self._consumer.partitions_for_topic(self._topic)
-        if partitions and partitions != {tp.partition for tp in assigned}:
+        topic_id = self._metadata_topic_id()
+        if self._topic_id is None:
+            self._topic_id = topic_id
+        if partitions and (
+            partitions != {tp.partition for tp in assigned}
+            or (topic_id is not None and topic_id != self._topic_id)
+        ):
             self._read_from_start(partitions)
             return True
         if all(self._consumer.position(tp) <= self._end(tp) for tp in assigned):

@@ -151,3 +151,28 @@ def test_ingest_reads_the_erasures_once_while_the_broker_keeps_its_log(
         assert reader.poll(timeout_ms=500) == []
     finally:
         reader.close()
+
+
+def test_ingest_reads_a_new_log_that_grew_past_its_position_before_it_looked(
+    own_broker: EmbeddedBroker,
+) -> None:
+    """Offsets cannot tell a replaced log that is already longer than the reader's position: the
+    topic's new id does (without it, the first records of the new log were skipped)."""
+    after = [f"after-{i}" for i in range(40)]  # about ten per partition, from offset 0
+    reader = TopicReader(own_broker.bootstrap, ERASURES, client_id="test-reader")
+    read: list[str] = []
+
+    def read_all(ids: list[str]) -> list[str]:
+        for value in reader.poll(timeout_ms=200):
+            read.extend(Erasure.model_validate_json(value).ids)
+        reader.rewind_if_replaced()
+        return [i for i in ids if i not in read]
+
+    try:
+        send(own_broker.bootstrap, ["before"])
+        wait_for(lambda: read_all(["before"]), lambda missed: not missed, 30, "the first erasure")
+        restart_empty(own_broker)  # the reader is not polled: the new log grows past it first
+        send(own_broker.bootstrap, after)
+        wait_for(lambda: read_all(after), lambda missed: not missed, 60, "every id erased after")
+    finally:
+        reader.close()
