@@ -25,13 +25,19 @@ from services.scoring.api import create_app as scoring_app
 from services.scoring.tables import scoring_customers, scoring_outbox, scoring_population
 from services.scoring.workers import WORKERS as SCORING_WORKERS
 from shared.db import make_engine, metadata, processed_messages
-from shared.events import ERASURES, TOUCHPOINTS, Erasure, all_topics, dlq
-from shared.kafka import OutgoingMessage, Publisher, consumer_lags, ensure_topics
+from shared.events import ERASURES, Erasure, all_topics, dlq
+from shared.kafka import OutgoingMessage, Publisher, ensure_topics
 from shared.privacy import erasure, id_hash, suppressions
 from shared.runtime import ConsumerService
 from shared.settings import EMBEDDED_MIN_PARTITIONS
 from tests.support.lifecycle import day, identify, order, touch
-from tests.support.pipeline import publish, read_topic, settings_for, wait_for
+from tests.support.pipeline import (
+    publish,
+    read_topic,
+    settings_for,
+    wait_for,
+    wait_until_committed,
+)
 from touchline.broker import EmbeddedBroker
 
 ADMIN = {"Authorization": "Bearer test-admin"}
@@ -74,15 +80,9 @@ class Stack:
 
     def drain(self, total: int) -> None:
         wait_for(self.finished, lambda n: min(n) >= total, 60, f"{total} events in both")
-        # Finished is not yet committed: a consumer that rejoins its group reads again what it
-        # did not commit, and after an erasure that replay counts as suppressed. Wait for both.
-        groups = {service.name: [TOUCHPOINTS] for service in (self.lifecycle, self.scoring)}
-        wait_for(
-            lambda: consumer_lags(self.bootstrap, groups),
-            lambda lags: not any(any(lag.values()) for lag in lags.values()),
-            60,
-            "both consumers to commit their offsets",
-        )
+        # A replay of what was applied but not committed would count as suppressed after an
+        # erasure: wait for both commits too.
+        wait_until_committed(self.bootstrap, [self.lifecycle.name, self.scoring.name], 60)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from sqlalchemy import Table, select
 from shared.consumer_loop import Handler
 from shared.db import make_engine
 from shared.events import CHANNELS, TOUCHPOINTS, Touchpoint
-from shared.kafka import OutgoingMessage, Publisher, Record, Subscription
+from shared.kafka import OutgoingMessage, Publisher, Record, Subscription, consumer_lags
 from shared.runtime import ConsumerService
 from shared.settings import Settings
 
@@ -112,6 +112,18 @@ def wait_until_applied(
     """Poll until `table` counts exactly `count` events for `customers`."""
     wait_for(
         lambda: total_events(database_url, table, customers), lambda n: n == count, timeout_s, what
+    )
+
+
+def wait_until_committed(bootstrap: str, groups: Sequence[str], timeout_s: float) -> None:
+    """Poll until each consumer group has committed offsets up to the end of `touchpoints.v1`.
+    Applied is not yet committed: a member that rejoins reads again what it did not commit, and a
+    broker that loses its log has nothing of an uncommitted group's to lose."""
+    wait_for(
+        lambda: consumer_lags(bootstrap, {group: [TOUCHPOINTS] for group in groups}),
+        lambda lags: not any(any(lag.values()) for lag in lags.values()),
+        timeout_s,
+        f"{', '.join(groups)} to commit their offsets",
     )
 
 
